@@ -1,0 +1,31 @@
+# cdc-relay: the two commands are `make demo` and `make test` (see README.md).
+.PHONY: setup demo test test-fast lint fmt bench chaos clean
+
+CARGO ?= cargo
+export CDC_RELAY_MOTO_PYTHON ?= $(CURDIR)/.local/venv/bin/python
+
+setup:
+	@scripts/setup.sh
+
+## Runs the whole pipeline locally on embedded defaults and verifies the result.
+demo: setup
+	$(CARGO) run --quiet --bin cdc-relay -- demo
+
+## The whole test suite (unit, integration against mock Kafka + moto, chaos).
+test: setup
+	$(CARGO) nextest run --all-targets --no-fail-fast
+
+## Everything but the slow suites.
+test-fast: setup
+	$(CARGO) nextest run --all-targets -E 'not test(/chaos|e2e/)'
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf .local

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything cdc-relay's demo and tests need on a fresh Debian machine with Rust.
+# Idempotent: each step checks before it installs. Nothing is downloaded outside the package
+# registries (Debian apt, PyPI, crates.io).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_PIN='moto[dynamodb,events,sqs]==5.2.5'
+VENV=.local/venv
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+# librdkafka is built from source by rdkafka-sys: SASL needs the cyrus-sasl headers.
+dpkg -s libsasl2-dev >/dev/null 2>&1 || need_apt+=(libsasl2-dev)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# moto (AWS API server) in a project-local venv, pinned.
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, flask_cors; assert moto.__version__ == "5.2.5"' >/dev/null 2>&1; then
+  echo "setup: creating $VENV with $MOTO_PIN"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" flask flask-cors
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-nextest" ]; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest >/dev/null
+fi
+echo "setup: ok (moto: $VENV/bin/python -m moto.server)"

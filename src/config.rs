@@ -1,0 +1,548 @@
+//! Configuration: a TOML file plus `CDC_RELAY__SECTION__KEY` environment overrides, validated.
+//!
+//! Loading and validation only. It must not open connections or start anything; it reports
+//! every problem at once, each naming the offending key and why (used by `check-config`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::supervision::RestartPolicy;
+
+/// DynamoDB's hard item size limit.
+pub const DYNAMODB_MAX_ITEM_BYTES: usize = 400 * 1024;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub schema_registry: RegistryConfig,
+    #[serde(default)]
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub dynamodb: DynamoDbConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of the active cluster.
+    pub bootstrap_servers: String,
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topics to subscribe to. Either this or `topic_pattern`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// A regex subscription (librdkafka `^`-prefixed pattern), e.g. `^qlik\..*`.
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    /// Where a group with no committed offset starts: `earliest` or `latest`.
+    #[serde(default = "default_reset")]
+    pub auto_offset_reset: String,
+    /// How often completed offsets are committed.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// On revoke, how long to wait for in-flight records before committing what is done.
+    #[serde(default = "default_revoke_timeout", with = "humantime_serde")]
+    pub revoke_drain_timeout: Duration,
+    /// librdkafka properties passed through verbatim (security, timeouts, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "cdc-relay".into()
+}
+fn default_reset() -> String {
+    "earliest".into()
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_revoke_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Base URL of a Confluent-compatible schema registry.
+    pub url: Option<String>,
+    pub username: Option<String>,
+    /// Basic-auth password. Prefer `CDC_RELAY__SCHEMA_REGISTRY__PASSWORD` over the file.
+    pub password: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per schema fetch for transient failures (5xx, timeouts) before the record is poison.
+    pub max_attempts: u32,
+    /// Air-gapped mode: a directory of `<id>.avsc` files used instead of (or before) the registry.
+    pub schemas_dir: Option<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+            max_attempts: 5,
+            schemas_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// AWS region for the sinks; falls back to the SDK's default chain (`AWS_REGION`, ...).
+    pub region: Option<String>,
+    /// Custom endpoint (moto, LocalStack, VPC endpoints). Unset in production.
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamoDbConfig {
+    /// Maximum concurrent DynamoDB requests across all partitions.
+    pub concurrency: usize,
+    /// Items larger than this are poison (DynamoDB's limit is 400 KB).
+    pub max_item_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Per-request timeout (the SDK's operation timeout).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for DynamoDbConfig {
+    fn default() -> Self {
+        DynamoDbConfig {
+            concurrency: 64,
+            max_item_bytes: DYNAMODB_MAX_ITEM_BYTES,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvelopeKind {
+    Qlik,
+    Debezium,
+    Simple,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFormat {
+    /// Confluent wire format + Avro (the default).
+    Avro,
+    /// Plain JSON (Qlik JSON with `atMSG`, Debezium JSON with or without `schema`/`payload`).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Keep a tombstone item (`_deleted = true`, `_seq`) so older writes cannot resurrect it.
+    Tombstone,
+    /// Delete the item. A late, older insert can then resurrect it.
+    Hard,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Source topic (exact name).
+    pub topic: String,
+    #[serde(default = "default_envelope")]
+    pub envelope: EnvelopeKind,
+    #[serde(default = "default_format")]
+    pub format: ValueFormat,
+    /// Target DynamoDB table.
+    pub table: String,
+    /// Key columns; their values joined by `#` form the partition key attribute.
+    pub key: Vec<String>,
+    /// Name of the table's partition-key attribute (type S).
+    #[serde(default = "default_pk")]
+    pub pk_attribute: String,
+    /// A column whose value is the version instead of the envelope's sequence (digits only).
+    #[serde(default)]
+    pub version_field: Option<String>,
+    #[serde(default = "default_delete")]
+    pub delete: DeleteMode,
+    /// TTL for tombstones, written to `tombstone_ttl_attribute` as epoch seconds.
+    #[serde(default, with = "humantime_serde")]
+    pub tombstone_ttl: Option<Duration>,
+    #[serde(default = "default_ttl_attr")]
+    pub tombstone_ttl_attribute: String,
+}
+
+fn default_envelope() -> EnvelopeKind {
+    EnvelopeKind::Auto
+}
+fn default_format() -> ValueFormat {
+    ValueFormat::Avro
+}
+fn default_pk() -> String {
+    "pk".into()
+}
+fn default_delete() -> DeleteMode {
+    DeleteMode::Tombstone
+}
+fn default_ttl_attr() -> String {
+    "_ttl".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of /health, /ready, /metrics, /status. Port 0 picks a free port.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// On SIGTERM: drain, commit and exit within this time.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Records dispatched to one partition and not yet complete before it is paused.
+    pub max_in_flight_per_partition: usize,
+    /// Restart policy of every supervisor.
+    pub supervision: RestartPolicy,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shutdown_timeout: Duration::from_secs(30),
+            max_in_flight_per_partition: 2000,
+            supervision: RestartPolicy::default(),
+        }
+    }
+}
+
+/// One validation problem: the dotted key and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub why: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.why)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { path, source } => vec![Problem {
+                key: path.clone(),
+                why: source.to_string(),
+            }],
+            ConfigError::Invalid(p) => p.clone(),
+        }
+    }
+}
+
+/// The environment-variable prefix of overrides: `CDC_RELAY__KAFKA__GROUP_ID=x` sets `kafka.group_id`.
+pub const ENV_PREFIX: &str = "CDC_RELAY__";
+
+impl Config {
+    /// Loads `path`, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml_with_env(&text, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Parses TOML text without environment overrides (tests, embedded defaults).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_toml_with_env(text: &str, env: Env) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Toml::string(text)).merge(env))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let cfg: Config = fig.extract().map_err(|e| {
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| Problem {
+                        key: if e.path.is_empty() {
+                            "(root)".into()
+                        } else {
+                            e.path.join(".")
+                        },
+                        why: e.kind.to_string(),
+                    })
+                    .collect(),
+            )
+        })?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every semantic problem, each naming its key.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut bad = |key: &str, why: &str| {
+            p.push(Problem {
+                key: key.into(),
+                why: why.into(),
+            })
+        };
+        let k = &self.kafka;
+        if k.bootstrap_servers.trim().is_empty() {
+            bad("kafka.bootstrap_servers", "must list at least one host:port");
+        }
+        for (i, b) in k.bootstrap_servers.split(',').enumerate() {
+            let b = b.trim();
+            if !b.is_empty() && b.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+                bad(
+                    "kafka.bootstrap_servers",
+                    &format!("entry {i} ({b:?}) is not host:port"),
+                );
+            }
+        }
+        if k.group_id.trim().is_empty() {
+            bad("kafka.group_id", "must not be empty");
+        }
+        match (&k.topics.is_empty(), &k.topic_pattern) {
+            (true, None) => bad("kafka.topics", "set `topics` or `topic_pattern`"),
+            (false, Some(_)) => bad("kafka.topic_pattern", "set either `topics` or `topic_pattern`, not both"),
+            _ => {}
+        }
+        if let Some(pat) = &k.topic_pattern
+            && !pat.starts_with('^')
+        {
+            bad("kafka.topic_pattern", "a pattern must start with '^' (librdkafka treats other strings as topic names)");
+        }
+        if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
+            bad("kafka.auto_offset_reset", "must be \"earliest\" or \"latest\"");
+        }
+        if k.commit_interval.is_zero() {
+            bad("kafka.commit_interval", "must be greater than 0");
+        }
+        for key in k.properties.keys() {
+            if MANAGED_PROPERTIES.contains(&key.as_str()) {
+                bad(
+                    &format!("kafka.properties.{key}"),
+                    "is managed by cdc-relay (offsets are committed only after sinks acknowledge); remove it",
+                );
+            }
+        }
+        if let Some(url) = &self.schema_registry.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad("schema_registry.url", "must start with http:// or https://");
+        }
+        if self.schema_registry.password.is_some() && self.schema_registry.username.is_none() {
+            bad("schema_registry.username", "required when a password is set");
+        }
+        if self.schema_registry.max_attempts == 0 {
+            bad("schema_registry.max_attempts", "must be at least 1");
+        }
+        let needs_registry = self.routes.iter().any(|r| r.format == ValueFormat::Avro);
+        if needs_registry && self.schema_registry.url.is_none() && self.schema_registry.schemas_dir.is_none() {
+            bad("schema_registry.url", "Avro routes need a registry url or a schemas_dir");
+        }
+        if let Some(url) = &self.aws.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad("aws.endpoint_url", "must start with http:// or https://");
+        }
+        if self.dynamodb.concurrency == 0 {
+            bad("dynamodb.concurrency", "must be at least 1");
+        }
+        if self.dynamodb.max_item_bytes == 0 || self.dynamodb.max_item_bytes > DYNAMODB_MAX_ITEM_BYTES {
+            bad("dynamodb.max_item_bytes", "must be between 1 and 409600 (DynamoDB's item limit)");
+        }
+        if self.dynamodb.backoff_initial.is_zero() || self.dynamodb.backoff_initial > self.dynamodb.backoff_max {
+            bad("dynamodb.backoff_initial", "must be > 0 and <= dynamodb.backoff_max");
+        }
+        if self.routes.is_empty() {
+            bad("routes", "at least one [[routes]] entry is required");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            if r.topic.trim().is_empty() {
+                bad(&at("topic"), "must not be empty");
+            } else if !seen.insert(r.topic.clone()) {
+                bad(&at("topic"), &format!("topic {:?} has more than one route", r.topic));
+            }
+            if r.table.trim().is_empty() {
+                bad(&at("table"), "must not be empty");
+            }
+            if r.key.is_empty() {
+                bad(&at("key"), "list at least one key column");
+            }
+            if r.key.iter().any(|c| c.trim().is_empty()) {
+                bad(&at("key"), "key column names must not be empty");
+            }
+            if r.pk_attribute.trim().is_empty() || r.pk_attribute.starts_with('_') {
+                bad(&at("pk_attribute"), "must be a non-empty name not starting with '_' (reserved for relay metadata)");
+            }
+            if r.tombstone_ttl.is_some() && r.delete == DeleteMode::Hard {
+                bad(&at("tombstone_ttl"), "only applies to delete = \"tombstone\"");
+            }
+        }
+        for t in &k.topics {
+            if !self.routes.iter().any(|r| &r.topic == t) {
+                bad("kafka.topics", &format!("topic {t:?} has no [[routes]] entry"));
+            }
+        }
+        if self.admin.listen.parse::<SocketAddr>().is_err() {
+            bad("admin.listen", "must be ip:port, e.g. 0.0.0.0:8080");
+        }
+        if self.runtime.max_in_flight_per_partition == 0 {
+            bad("runtime.max_in_flight_per_partition", "must be at least 1");
+        }
+        if self.runtime.supervision.max_restarts == 0 {
+            bad("runtime.supervision.max_restarts", "must be at least 1");
+        }
+        p
+    }
+
+    pub fn route_for(&self, topic: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.topic == topic)
+    }
+}
+
+/// librdkafka properties cdc-relay sets itself; overriding them would break the delivery contract.
+pub const MANAGED_PROPERTIES: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+    "partition.assignment.strategy",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:9092"
+        topics = ["qlik.customers"]
+        [schema_registry]
+        url = "http://127.0.0.1:8081"
+        [[routes]]
+        topic = "qlik.customers"
+        envelope = "qlik"
+        table = "customers"
+        key = ["customer_id"]
+    "#;
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.kafka.group_id, "cdc-relay");
+        assert_eq!(c.routes[0].format, ValueFormat::Avro);
+        assert_eq!(c.routes[0].delete, DeleteMode::Tombstone);
+        assert_eq!(c.dynamodb.max_item_bytes, DYNAMODB_MAX_ITEM_BYTES);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let bad = r#"
+            [kafka]
+            bootstrap_servers = "nohostport"
+            auto_offset_reset = "sometimes"
+            topics = ["a"]
+            [kafka.properties]
+            "enable.auto.commit" = "true"
+            [dynamodb]
+            concurrency = 0
+            [[routes]]
+            topic = "b"
+            table = ""
+            key = []
+        "#;
+        let err = Config::from_toml(bad).unwrap_err();
+        let keys: Vec<String> = err.problems().into_iter().map(|p| p.key).collect();
+        for k in [
+            "kafka.bootstrap_servers",
+            "kafka.auto_offset_reset",
+            "kafka.properties.enable.auto.commit",
+            "dynamodb.concurrency",
+            "routes[0].table",
+            "routes[0].key",
+            "kafka.topics",
+            "schema_registry.url",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "missing problem for {k}: {keys:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_key() {
+        let err = Config::from_toml(&GOOD.replace("envelope = \"qlik\"", "envelope = \"oracle\"")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("envelope"), "{msg}");
+        let err = Config::from_toml(&format!("{GOOD}\n[admin]\nlisten = \"x\"\ntypo = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("typo"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CDC_RELAY__KAFKA__GROUP_ID", "from-env");
+            jail.set_env("CDC_RELAY__DYNAMODB__CONCURRENCY", "7");
+            let c = Config::from_toml_with_env(GOOD, Env::prefixed(ENV_PREFIX).split("__")).unwrap();
+            assert_eq!(c.kafka.group_id, "from-env");
+            assert_eq!(c.dynamodb.concurrency, 7);
+            Ok(())
+        });
+    }
+}
