@@ -195,6 +195,9 @@ pub struct RouteConfig {
     pub tombstone_ttl: Option<Duration>,
     #[serde(default = "default_ttl_attr")]
     pub tombstone_ttl_attribute: String,
+    /// How Avro date/time/timestamp logical types are stored: `epoch` (N) or `iso` (S).
+    #[serde(default)]
+    pub temporal: crate::decode::value::TemporalMode,
 }
 
 fn default_envelope() -> EnvelopeKind {

@@ -4,7 +4,16 @@
 //! `ARCHITECTURE.md` for the codemap and `DESIGN.md` (shared) for the target design.
 //! This file only declares modules; it must not hold logic.
 
+pub mod admin;
 pub mod config;
+pub mod decode;
+pub mod error_class;
 pub mod event;
 pub mod kafka;
+pub mod partition;
+pub mod relay;
+pub mod route;
+pub mod sinks;
+pub mod status;
 pub mod supervision;
+pub mod telemetry;

@@ -2,4 +2,5 @@
 //!
 //! Nothing here decodes records or talks to AWS.
 
+pub mod consumer;
 pub mod offsets;

@@ -1,0 +1,234 @@
+//! Routing: a `ChangeEvent` plus its route → the `WriteRequest` for the route's DynamoDB table.
+//!
+//! Builds the item (`pk`, columns, `_seq`, `_op`, `_src`, `_ts`, `_deleted`) and checks the key
+//! and the item size. It must not perform I/O.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{DeleteMode, RouteConfig};
+use crate::error_class::ErrorClass;
+use crate::event::{ChangeEvent, Op, Seq, SourcePos, Value};
+
+/// Relay metadata attributes on every item.
+pub const ATTR_SEQ: &str = "_seq";
+pub const ATTR_OP: &str = "_op";
+pub const ATTR_SRC: &str = "_src";
+pub const ATTR_TS: &str = "_ts";
+pub const ATTR_DELETED: &str = "_deleted";
+
+/// What to do with the item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteKind {
+    /// Conditional put of the full item (inserts, updates, refreshes, tombstones).
+    Put(BTreeMap<String, Value>),
+    /// Conditional hard delete (`delete = "hard"`).
+    Delete,
+}
+
+/// One versioned write to a DynamoDB table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRequest {
+    pub table: Arc<str>,
+    pub pk_attribute: Arc<str>,
+    /// The partition key value: key column values joined by `#`.
+    pub pk: String,
+    pub seq: Seq,
+    pub op: Op,
+    pub kind: WriteKind,
+    pub src: SourcePos,
+    /// DynamoDB's size estimate of the item, in bytes.
+    pub item_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("key column {column:?} is missing or null in the {image} image")]
+    MissingKey { column: String, image: &'static str },
+    #[error("item is {bytes} bytes, over the {limit}-byte limit")]
+    ItemTooLarge { bytes: usize, limit: usize },
+}
+
+impl RouteError {
+    pub fn class(&self) -> ErrorClass {
+        ErrorClass::Poison
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RouteError::MissingKey { .. } => "missing_key",
+            RouteError::ItemTooLarge { .. } => "item_too_large",
+        }
+    }
+}
+
+/// A route with its strings shared between requests.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub cfg: RouteConfig,
+    table: Arc<str>,
+    pk_attribute: Arc<str>,
+}
+
+impl Route {
+    pub fn new(cfg: RouteConfig) -> Self {
+        Route {
+            table: Arc::from(cfg.table.as_str()),
+            pk_attribute: Arc::from(cfg.pk_attribute.as_str()),
+            cfg,
+        }
+    }
+
+    /// Builds the write for `ev`. `kafka_ts_ms` is used for `_ts` when the source has no time.
+    pub fn build(&self, ev: ChangeEvent, kafka_ts_ms: Option<i64>, max_item_bytes: usize) -> Result<WriteRequest, RouteError> {
+        let (image_name, image) = match ev.op {
+            Op::Delete => ("before", ev.before.as_ref().or(ev.after.as_ref())),
+            _ => ("after", ev.after.as_ref()),
+        };
+        let mut parts = Vec::with_capacity(self.cfg.key.len());
+        for col in &self.cfg.key {
+            let v = image
+                .and_then(|r| r.get(col))
+                .and_then(Value::key_text)
+                .ok_or_else(|| RouteError::MissingKey {
+                    column: col.clone(),
+                    image: image_name,
+                })?;
+            parts.push(v);
+        }
+        let pk = parts.join("#");
+        let ts = ev.ts_ms.or(kafka_ts_ms).unwrap_or(0);
+        let meta = |item: &mut BTreeMap<String, Value>, deleted: bool| {
+            item.insert(self.cfg.pk_attribute.clone(), Value::String(pk.clone()));
+            item.insert(ATTR_SEQ.into(), Value::String(ev.seq.as_str().to_string()));
+            item.insert(ATTR_OP.into(), Value::String(ev.op.as_str().into()));
+            item.insert(ATTR_SRC.into(), Value::String(ev.source.to_string()));
+            item.insert(ATTR_TS.into(), Value::Number(ts.to_string()));
+            item.insert(ATTR_DELETED.into(), Value::Bool(deleted));
+        };
+        let kind = match (ev.op, self.cfg.delete) {
+            (Op::Delete, DeleteMode::Hard) => WriteKind::Delete,
+            (Op::Delete, DeleteMode::Tombstone) => {
+                let mut item = BTreeMap::new();
+                if let Some(img) = image {
+                    for col in &self.cfg.key {
+                        if let Some(v) = img.get(col) {
+                            item.insert(col.clone(), v.clone());
+                        }
+                    }
+                }
+                meta(&mut item, true);
+                if let Some(ttl) = self.cfg.tombstone_ttl {
+                    let expires = ts / 1000 + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+                    item.insert(self.cfg.tombstone_ttl_attribute.clone(), Value::Number(expires.to_string()));
+                }
+                WriteKind::Put(item)
+            }
+            _ => {
+                let mut item = ev.after.clone().unwrap_or_default();
+                meta(&mut item, false);
+                WriteKind::Put(item)
+            }
+        };
+        let item_bytes = match &kind {
+            WriteKind::Put(item) => item_size(item),
+            WriteKind::Delete => self.cfg.pk_attribute.len() + pk.len(),
+        };
+        if item_bytes > max_item_bytes {
+            return Err(RouteError::ItemTooLarge {
+                bytes: item_bytes,
+                limit: max_item_bytes,
+            });
+        }
+        Ok(WriteRequest {
+            table: Arc::clone(&self.table),
+            pk_attribute: Arc::clone(&self.pk_attribute),
+            pk,
+            seq: ev.seq,
+            op: ev.op,
+            kind,
+            src: ev.source,
+            item_bytes,
+        })
+    }
+}
+
+/// DynamoDB's item size rules: attribute names plus values (numbers ~1 byte per 2 digits + 1,
+/// 3 bytes of overhead per list/map plus 1 per element).
+pub fn item_size(item: &BTreeMap<String, Value>) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Number(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+        Value::String(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::List(l) => 3 + l.iter().map(|x| 1 + value_size(x)).sum::<usize>(),
+        Value::Map(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + value_size(x)).sum::<usize>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn route(extra: &str) -> Route {
+        let cfg = Config::from_toml(&format!(
+            "[kafka]\nbootstrap_servers='a:1'\ntopics=['t']\n[schema_registry]\nurl='http://x'\n[[routes]]\ntopic='t'\ntable='tbl'\nkey=['id','region']\n{extra}"
+        ))
+        .unwrap();
+        Route::new(cfg.routes[0].clone())
+    }
+
+    fn ev(op: Op, row: &[(&str, Value)]) -> ChangeEvent {
+        let r: BTreeMap<_, _> = row.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        ChangeEvent {
+            op,
+            table: "t".into(),
+            before: (op == Op::Delete).then(|| r.clone()),
+            after: (op != Op::Delete).then_some(r),
+            seq: Seq::from_u128(7),
+            ts_ms: Some(5000),
+            source: SourcePos { topic: "t".into(), partition: 1, offset: 9 },
+        }
+    }
+
+    #[test]
+    fn put_carries_metadata_and_composite_key() {
+        let w = route("")
+            .build(ev(Op::Update, &[("id", Value::Number("4".into())), ("region", Value::String("eu".into())), ("n", Value::Null)]), None, 1000)
+            .unwrap();
+        assert_eq!(w.pk, "4#eu");
+        let WriteKind::Put(item) = w.kind else { panic!() };
+        assert_eq!(item["pk"], Value::String("4#eu".into()));
+        assert_eq!(item["_src"], Value::String("t/1/9".into()));
+        assert_eq!(item["_deleted"], Value::Bool(false));
+        assert_eq!(item["_seq"].key_text().unwrap().len(), crate::event::SEQ_WIDTH);
+    }
+
+    #[test]
+    fn delete_is_a_tombstone_by_default_and_hard_on_request() {
+        let row = [("id", Value::Number("4".into())), ("region", Value::String("eu".into())), ("big", Value::String("x".into()))];
+        let w = route("tombstone_ttl = '1h'").build(ev(Op::Delete, &row), None, 1000).unwrap();
+        let WriteKind::Put(item) = w.kind else { panic!() };
+        assert_eq!(item["_deleted"], Value::Bool(true));
+        assert!(!item.contains_key("big"));
+        assert_eq!(item["_ttl"], Value::Number((5 + 3600).to_string()));
+        let w = route("delete = 'hard'").build(ev(Op::Delete, &row), None, 1000).unwrap();
+        assert_eq!(w.kind, WriteKind::Delete);
+    }
+
+    #[test]
+    fn missing_key_and_oversize_are_poison() {
+        let e = route("").build(ev(Op::Insert, &[("id", Value::Number("4".into()))]), None, 1000).unwrap_err();
+        assert_eq!(e, RouteError::MissingKey { column: "region".into(), image: "after" });
+        let e = route("")
+            .build(ev(Op::Insert, &[("id", Value::Number("4".into())), ("region", Value::String("x".repeat(2000)))]), None, 1000)
+            .unwrap_err();
+        assert!(matches!(e, RouteError::ItemTooLarge { limit: 1000, .. }));
+        assert_eq!(e.class(), ErrorClass::Poison);
+    }
+}

@@ -1,0 +1,255 @@
+//! Shared runtime state read by `/status`, `/ready` and the consumer: per-partition offsets,
+//! in-flight counts, poison stops; consumer state; sink health.
+//!
+//! Plain shared data with atomics. It must not make decisions or perform I/O.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::sinks::pool::SinkHealth;
+
+/// `-1` in the atomics below means "none yet".
+const NONE: i64 = -1;
+
+/// Why a partition stopped (issue #2: poison records stop their partition until the DLQ exists).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StopInfo {
+    pub offset: i64,
+    pub class: String,
+    pub reason: String,
+    pub error: String,
+}
+
+/// State of one assigned partition.
+#[derive(Debug)]
+pub struct PartitionState {
+    pub topic: String,
+    pub partition: i32,
+    committable: AtomicI64,
+    committed: AtomicI64,
+    high_watermark: AtomicI64,
+    in_flight: AtomicUsize,
+    paused: AtomicBool,
+    stopped: Mutex<Option<StopInfo>>,
+}
+
+impl PartitionState {
+    pub fn new(topic: &str, partition: i32) -> Arc<Self> {
+        Arc::new(PartitionState {
+            topic: topic.to_string(),
+            partition,
+            committable: AtomicI64::new(NONE),
+            committed: AtomicI64::new(NONE),
+            high_watermark: AtomicI64::new(NONE),
+            in_flight: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            stopped: Mutex::new(None),
+        })
+    }
+
+    fn get(a: &AtomicI64) -> Option<i64> {
+        let v = a.load(Ordering::Acquire);
+        (v != NONE).then_some(v)
+    }
+
+    /// The offset that may be committed (next to read), as the partition's tracker says.
+    pub fn committable(&self) -> Option<i64> {
+        Self::get(&self.committable)
+    }
+    pub fn set_committable(&self, o: i64) {
+        self.committable.store(o, Ordering::Release);
+    }
+    /// The last offset committed to the group.
+    pub fn committed(&self) -> Option<i64> {
+        Self::get(&self.committed)
+    }
+    pub fn set_committed(&self, o: i64) {
+        self.committed.store(o, Ordering::Release);
+    }
+    pub fn high_watermark(&self) -> Option<i64> {
+        Self::get(&self.high_watermark)
+    }
+    pub fn set_high_watermark(&self, o: i64) {
+        self.high_watermark.store(o, Ordering::Release);
+    }
+    /// Records dispatched to the partition actor and not yet completed or discarded.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+    pub fn add_in_flight(&self) -> usize {
+        self.in_flight.fetch_add(1, Ordering::AcqRel) + 1
+    }
+    pub fn sub_in_flight(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(1)));
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+    pub fn set_paused(&self, p: bool) {
+        self.paused.store(p, Ordering::Release);
+    }
+    pub fn stopped(&self) -> Option<StopInfo> {
+        self.stopped.lock().ok().and_then(|s| s.clone())
+    }
+    pub fn set_stopped(&self, info: Option<StopInfo>) {
+        let label = [("topic", self.topic.clone()), ("partition", self.partition.to_string())];
+        metrics::gauge!("cdc_relay_partition_stopped", &label).set(if info.is_some() { 1.0 } else { 0.0 });
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = info;
+        }
+    }
+
+    /// Messages between the high watermark and what is committed (or committable).
+    pub fn lag(&self) -> Option<i64> {
+        let hw = self.high_watermark()?;
+        let pos = self.committed().or(self.committable())?;
+        Some((hw - pos).max(0))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "topic": self.topic,
+            "partition": self.partition,
+            "committed_offset": self.committed(),
+            "committable_offset": self.committable(),
+            "high_watermark": self.high_watermark(),
+            "lag": self.lag(),
+            "in_flight": self.in_flight(),
+            "paused": self.is_paused(),
+            "stopped": self.stopped(),
+        })
+    }
+}
+
+/// Consumer lifecycle, as `/ready` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerPhase {
+    Starting,
+    /// Subscribed and polling; partitions may or may not be assigned yet.
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// Everything `/status` and `/ready` report. One per relay instance.
+#[derive(Debug)]
+pub struct StatusBoard {
+    partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionState>>>,
+    phase: Mutex<ConsumerPhase>,
+    sinks: Mutex<Vec<(String, Arc<SinkHealth>)>>,
+    bootstrap: Mutex<String>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        StatusBoard {
+            partitions: Mutex::new(BTreeMap::new()),
+            phase: Mutex::new(ConsumerPhase::Starting),
+            sinks: Mutex::new(Vec::new()),
+            bootstrap: Mutex::new(String::new()),
+        }
+    }
+}
+
+impl StatusBoard {
+    pub fn new() -> Arc<Self> {
+        Arc::new(StatusBoard::default())
+    }
+
+    pub fn insert_partition(&self, p: Arc<PartitionState>) {
+        if let Ok(mut m) = self.partitions.lock() {
+            m.insert((p.topic.clone(), p.partition), p);
+        }
+        self.publish_counts();
+    }
+
+    pub fn remove_partition(&self, topic: &str, partition: i32) {
+        if let Ok(mut m) = self.partitions.lock() {
+            m.remove(&(topic.to_string(), partition));
+        }
+        self.publish_counts();
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionState>> {
+        self.partitions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(topic.to_string(), partition)).cloned())
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<PartitionState>> {
+        self.partitions
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn publish_counts(&self) {
+        let n = self.partitions.lock().map(|m| m.len()).unwrap_or(0);
+        metrics::gauge!("cdc_relay_assigned_partitions").set(n as f64);
+    }
+
+    pub fn set_phase(&self, p: ConsumerPhase) {
+        if let Ok(mut ph) = self.phase.lock() {
+            *ph = p;
+        }
+    }
+
+    pub fn phase(&self) -> ConsumerPhase {
+        self.phase.lock().map(|p| *p).unwrap_or(ConsumerPhase::Stopped)
+    }
+
+    pub fn set_bootstrap(&self, b: &str) {
+        if let Ok(mut s) = self.bootstrap.lock() {
+            *s = b.to_string();
+        }
+    }
+
+    pub fn add_sink(&self, name: &str, h: Arc<SinkHealth>) {
+        if let Ok(mut s) = self.sinks.lock() {
+            s.push((name.to_string(), h));
+        }
+    }
+
+    /// Ready: the consumer runs, no sink is misconfigured, no partition is stopped by a poison record.
+    pub fn readiness(&self) -> (bool, Vec<String>) {
+        let mut why = Vec::new();
+        if self.phase() != ConsumerPhase::Running {
+            why.push(format!("consumer is {:?}", self.phase()));
+        }
+        for (name, h) in self.sinks.lock().map(|s| s.clone()).unwrap_or_default() {
+            if h.is_misconfigured() {
+                why.push(format!("sink {name} misconfigured: {}", h.last_error().unwrap_or_default()));
+            }
+        }
+        for p in self.partitions() {
+            if let Some(s) = p.stopped() {
+                why.push(format!("{}/{} stopped at offset {}: {}", p.topic, p.partition, s.offset, s.error));
+            }
+        }
+        (why.is_empty(), why)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let (ready, why) = self.readiness();
+        let sinks: Vec<_> = self
+            .sinks
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, h)| serde_json::json!({"sink": n, "misconfigured": h.is_misconfigured(), "last_error": h.last_error()}))
+            .collect();
+        serde_json::json!({
+            "ready": ready,
+            "not_ready_because": why,
+            "consumer": { "phase": self.phase(), "bootstrap_servers": self.bootstrap.lock().map(|b| b.clone()).unwrap_or_default() },
+            "partitions": self.partitions().iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+            "sinks": sinks,
+        })
+    }
+}
