@@ -26,6 +26,7 @@ pub struct PartitionDeps {
     pub routes: HashMap<String, Route>,
     pub dynamodb: SinkPool,
     pub max_item_bytes: usize,
+    pub status: Arc<crate::status::StatusBoard>,
 }
 
 /// A record handed over by the consumer thread (an owned copy of the Kafka message).
@@ -90,6 +91,13 @@ impl PartitionActorState {
             self.shared.set_committable(c);
         }
         self.shared.sub_in_flight();
+        let o = &self.deps.status.outcomes;
+        match outcome {
+            "written" => &o.written,
+            "stale" => &o.stale,
+            _ => &o.skipped,
+        }
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut l = self.labels().to_vec();
         l.push(("outcome", outcome.to_string()));
         metrics::counter!("cdc_relay_records_processed_total", &l).increment(1);
@@ -106,6 +114,7 @@ impl PartitionActorState {
         let mut l = self.labels().to_vec();
         l.push(("reason", reason.to_string()));
         metrics::counter!("cdc_relay_poison_records_total", &l).increment(1);
+        self.deps.status.outcomes.poison.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stopped_at = Some(self.stopped_at.map_or(offset, |s| s.min(offset)));
         self.shared.set_stopped(Some(StopInfo {
             offset: self.stopped_at.unwrap_or(offset),

@@ -114,6 +114,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
             .collect::<HashMap<_, _>>(),
         dynamodb: pool,
         max_item_bytes: config.dynamodb.max_item_bytes,
+        status: Arc::clone(&status),
     });
     let admin_cancel = CancellationToken::new();
     let admin_addr = if opts.no_admin {

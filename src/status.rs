@@ -135,9 +135,26 @@ pub enum ConsumerPhase {
     Stopped,
 }
 
+/// Record outcomes of this relay instance (the Prometheus counters are process-wide).
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub written: std::sync::atomic::AtomicU64,
+    pub stale: std::sync::atomic::AtomicU64,
+    pub skipped: std::sync::atomic::AtomicU64,
+    pub poison: std::sync::atomic::AtomicU64,
+}
+
+impl Outcomes {
+    pub fn to_json(&self) -> serde_json::Value {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({"written": g(&self.written), "stale": g(&self.stale), "skipped": g(&self.skipped), "poison": g(&self.poison)})
+    }
+}
+
 /// Everything `/status` and `/ready` report. One per relay instance.
 #[derive(Debug)]
 pub struct StatusBoard {
+    pub outcomes: Outcomes,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionState>>>,
     phase: Mutex<ConsumerPhase>,
     sinks: Mutex<Vec<(String, Arc<SinkHealth>)>>,
@@ -147,6 +164,7 @@ pub struct StatusBoard {
 impl Default for StatusBoard {
     fn default() -> Self {
         StatusBoard {
+            outcomes: Outcomes::default(),
             partitions: Mutex::new(BTreeMap::new()),
             phase: Mutex::new(ConsumerPhase::Starting),
             sinks: Mutex::new(Vec::new()),
@@ -250,6 +268,7 @@ impl StatusBoard {
             "consumer": { "phase": self.phase(), "bootstrap_servers": self.bootstrap.lock().map(|b| b.clone()).unwrap_or_default() },
             "partitions": self.partitions().iter().map(|p| p.to_json()).collect::<Vec<_>>(),
             "sinks": sinks,
+            "records": self.outcomes.to_json(),
         })
     }
 }

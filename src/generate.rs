@@ -1,0 +1,601 @@
+//! `cdc-relay generate`: a seeded load generator. Registers schemas, produces CDC records (qlik,
+//! debezium or simple envelope; Avro or JSON) for N keys per table with an INSERT/UPDATE/DELETE/
+//! REFRESH mix and an optional rate limit, and computes the **expected final state** that the
+//! relay must leave in DynamoDB (written as JSONL).
+//!
+//! It models the relay's documented semantics (composite `pk`, tombstones, `_seq`) but shares no
+//! code path with the relay's decoding, so a test comparing both can fail.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value as Avro;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EnvelopeKind, ValueFormat};
+use crate::decode::avro::{encode_datum, frame_wire};
+use crate::decode::registry::{RegistryClient, RegistryError};
+use crate::event::{Op, Seq, Value};
+
+/// The generated tables' row schema (named `<table>_row`): every logical type of DESIGN §5.
+pub fn row_schema_json(table: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "record", "name": format!("{table}_row"), "namespace": "cdc.demo",
+        "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "name", "type": "string"},
+            {"name": "balance", "type": {"type": "bytes", "logicalType": "decimal", "precision": 14, "scale": 2}},
+            {"name": "created", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "updated_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "active", "type": "boolean"},
+            {"name": "note", "type": ["null", "string"], "default": null}
+        ]
+    })
+}
+
+/// The Avro value schema of `envelope` for `table`.
+pub fn envelope_schema(envelope: EnvelopeKind, table: &str) -> String {
+    let row = row_schema_json(table);
+    let row_name = format!("cdc.demo.{table}_row");
+    let s = match envelope {
+        EnvelopeKind::Qlik | EnvelopeKind::Auto => serde_json::json!({
+            "type": "record", "name": "DataRecord", "namespace": "com.attunity.queue.msg",
+            "fields": [
+                {"name": "data", "type": ["null", row]},
+                {"name": "beforeData", "type": ["null", row_name]},
+                {"name": "headers", "type": {"type": "record", "name": "Headers", "fields": [
+                    {"name": "operation", "type": {"type": "enum", "name": "operation", "symbols": ["INSERT", "UPDATE", "DELETE", "REFRESH"]}},
+                    {"name": "changeSequence", "type": "string"},
+                    {"name": "timestamp", "type": "string"},
+                    {"name": "streamPosition", "type": "string"},
+                    {"name": "transactionId", "type": "string"}
+                ]}}
+            ]
+        }),
+        EnvelopeKind::Debezium => serde_json::json!({
+            "type": "record", "name": "Envelope", "namespace": format!("dbserver.{table}"),
+            "fields": [
+                {"name": "before", "type": ["null", row], "default": null},
+                {"name": "after", "type": ["null", row_name], "default": null},
+                {"name": "source", "type": {"type": "record", "name": "Source", "fields": [
+                    {"name": "connector", "type": "string"},
+                    {"name": "ts_ms", "type": "long"},
+                    {"name": "table", "type": "string"},
+                    {"name": "lsn", "type": ["null", "long"], "default": null}
+                ]}},
+                {"name": "op", "type": "string"},
+                {"name": "ts_ms", "type": ["null", "long"], "default": null}
+            ]
+        }),
+        EnvelopeKind::Simple => serde_json::json!({
+            "type": "record", "name": "SimpleChange", "namespace": "cdc.simple",
+            "fields": [
+                {"name": "operation", "type": "string"},
+                {"name": "table_name", "type": "string"},
+                {"name": "timestamp", "type": "long"},
+                {"name": "before", "type": ["null", "string"], "default": null},
+                {"name": "after", "type": ["null", "string"], "default": null}
+            ]
+        }),
+    };
+    s.to_string()
+}
+
+/// Relative weights of the operations on keys that exist (inserts happen on keys that do not).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct OpMix {
+    pub update: u32,
+    pub delete: u32,
+    pub refresh: u32,
+}
+
+impl Default for OpMix {
+    fn default() -> Self {
+        OpMix {
+            update: 70,
+            delete: 20,
+            refresh: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateSpec {
+    pub bootstrap_servers: String,
+    pub registry: crate::config::RegistryConfig,
+    pub envelope: EnvelopeKind,
+    pub format: ValueFormat,
+    /// Table names; each goes to topic `<topic_prefix><table>`.
+    pub tables: Vec<String>,
+    pub topic_prefix: String,
+    pub keys_per_table: u32,
+    pub records: u64,
+    pub seed: u64,
+    /// Records per second; `None` = as fast as the broker takes them.
+    pub rate: Option<u32>,
+    pub mix: OpMix,
+    /// librdkafka properties for the producer (security etc.).
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("schema registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("kafka producer: {0}")]
+    Kafka(String),
+    #[error("encoding: {0}")]
+    Encode(String),
+    #[error("expected-state file {path}: {detail}")]
+    File { path: String, detail: String },
+}
+
+/// One expected DynamoDB item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpectedItem {
+    pub table: String,
+    pub pk: String,
+    /// Attributes in DynamoDB JSON (`{"S": ..}`, `{"N": ..}`, ...), excluding `_src` and `_ts`.
+    pub item: BTreeMap<String, serde_json::Value>,
+}
+
+/// The final state the relay must produce: table → pk → item.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpectedState {
+    pub tables: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>,
+}
+
+impl ExpectedState {
+    pub fn len(&self) -> usize {
+        self.tables.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn write_jsonl(&self, path: &Path) -> Result<(), GenerateError> {
+        let mut out = String::new();
+        for (table, items) in &self.tables {
+            for (pk, item) in items {
+                let line = ExpectedItem {
+                    table: table.clone(),
+                    pk: pk.clone(),
+                    item: item.iter().map(|(k, v)| (k.clone(), ddb_json(v))).collect(),
+                };
+                out.push_str(&serde_json::to_string(&line).map_err(|e| GenerateError::Encode(e.to_string()))?);
+                out.push('\n');
+            }
+        }
+        std::fs::write(path, out).map_err(|e| GenerateError::File {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn read_jsonl(path: &Path) -> Result<ExpectedState, GenerateError> {
+        let file_err = |detail: String| GenerateError::File {
+            path: path.display().to_string(),
+            detail,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let mut st = ExpectedState::default();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let e: ExpectedItem = serde_json::from_str(line).map_err(|e| file_err(format!("line {}: {e}", n + 1)))?;
+            let item = e
+                .item
+                .iter()
+                .map(|(k, v)| from_ddb_json(v).map(|v| (k.clone(), v)))
+                .collect::<Option<BTreeMap<_, _>>>()
+                .ok_or_else(|| file_err(format!("line {}: not DynamoDB JSON", n + 1)))?;
+            st.tables.entry(e.table).or_default().insert(e.pk, item);
+        }
+        Ok(st)
+    }
+}
+
+/// `event::Value` → DynamoDB JSON.
+pub fn ddb_json(v: &Value) -> serde_json::Value {
+    use base64::Engine;
+    match v {
+        Value::Null => serde_json::json!({"NULL": true}),
+        Value::Bool(b) => serde_json::json!({"BOOL": b}),
+        Value::Number(n) => serde_json::json!({"N": n}),
+        Value::String(s) => serde_json::json!({"S": s}),
+        Value::Bytes(b) => serde_json::json!({"B": base64::engine::general_purpose::STANDARD.encode(b)}),
+        Value::List(l) => serde_json::json!({"L": l.iter().map(ddb_json).collect::<Vec<_>>()}),
+        Value::Map(m) => serde_json::json!({"M": m.iter().map(|(k, v)| (k.clone(), ddb_json(v))).collect::<serde_json::Map<_, _>>()}),
+    }
+}
+
+/// DynamoDB JSON → `event::Value`.
+pub fn from_ddb_json(v: &serde_json::Value) -> Option<Value> {
+    use base64::Engine;
+    let (tag, inner) = v.as_object()?.iter().next()?;
+    Some(match tag.as_str() {
+        "NULL" => Value::Null,
+        "BOOL" => Value::Bool(inner.as_bool()?),
+        "N" => Value::Number(inner.as_str()?.to_string()),
+        "S" => Value::String(inner.as_str()?.to_string()),
+        "B" => Value::Bytes(base64::engine::general_purpose::STANDARD.decode(inner.as_str()?).ok()?),
+        "L" => Value::List(inner.as_array()?.iter().map(from_ddb_json).collect::<Option<_>>()?),
+        "M" => Value::Map(
+            inner
+                .as_object()?
+                .iter()
+                .map(|(k, v)| from_ddb_json(v).map(|v| (k.clone(), v)))
+                .collect::<Option<_>>()?,
+        ),
+        _ => return None,
+    })
+}
+
+/// A generated row (the source of truth for Avro, JSON and the expected item).
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    name: String,
+    balance_cents: i64,
+    created_days: i32,
+    updated_at_ms: i64,
+    active: bool,
+    note: Option<String>,
+}
+
+fn cents_text(c: i64) -> String {
+    crate::decode::value::scale_decimal(&c.to_string(), 2)
+}
+
+impl Row {
+    fn avro(&self) -> Avro {
+        let unscaled = num_bigint::BigInt::from(self.balance_cents).to_signed_bytes_be();
+        Avro::Record(vec![
+            ("id".into(), Avro::Long(self.id)),
+            ("name".into(), Avro::String(self.name.clone())),
+            ("balance".into(), Avro::Decimal(apache_avro::Decimal::from(unscaled))),
+            ("created".into(), Avro::Date(self.created_days)),
+            ("updated_at".into(), Avro::TimestampMillis(self.updated_at_ms)),
+            ("active".into(), Avro::Boolean(self.active)),
+            (
+                "note".into(),
+                match &self.note {
+                    Some(n) => Avro::Union(1, Box::new(Avro::String(n.clone()))),
+                    None => Avro::Union(0, Box::new(Avro::Null)),
+                },
+            ),
+        ])
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let balance: serde_json::Number = cents_text(self.balance_cents)
+            .parse()
+            .unwrap_or_else(|_| serde_json::Number::from(0));
+        serde_json::json!({
+            "id": self.id, "name": self.name, "balance": balance, "created": self.created_days,
+            "updated_at": self.updated_at_ms, "active": self.active, "note": self.note,
+        })
+    }
+
+    /// The columns as the relay writes them (numbers as exact decimal text).
+    fn columns(&self) -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("id".into(), Value::Number(self.id.to_string())),
+            ("name".into(), Value::String(self.name.clone())),
+            ("balance".into(), Value::Number(cents_text(self.balance_cents))),
+            ("created".into(), Value::Number(self.created_days.to_string())),
+            ("updated_at".into(), Value::Number(self.updated_at_ms.to_string())),
+            ("active".into(), Value::Bool(self.active)),
+            ("note".into(), self.note.clone().map_or(Value::Null, Value::String)),
+        ])
+    }
+}
+
+/// One planned change, before delivery (the simple envelope's `_seq` needs the offset).
+struct Planned {
+    table: String,
+    pk: String,
+    op: Op,
+    item: Option<BTreeMap<String, Value>>,
+    seq: Option<Seq>,
+    ts_ms: i64,
+}
+
+/// Base of Qlik-style 35-digit change sequences.
+const QLIK_SEQ_PREFIX: &str = "20261122";
+
+/// Summary printed by `cdc-relay generate` (JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateReport {
+    pub records: u64,
+    pub by_op: BTreeMap<String, u64>,
+    pub expected_items: usize,
+    pub tombstones: usize,
+    pub topics: Vec<String>,
+    pub elapsed_ms: u128,
+}
+
+/// Produces the records and returns the report and the expected final state.
+pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedState), GenerateError> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let schema_ids = if spec.format == ValueFormat::Avro {
+        let reg = RegistryClient::new(&spec.registry)?;
+        let mut ids = BTreeMap::new();
+        for t in &spec.tables {
+            let text = envelope_schema(spec.envelope, t);
+            let id = reg.register(&format!("{}{t}-value", spec.topic_prefix), &text).await?;
+            let parsed = apache_avro::Schema::parse_str(&text).map_err(|e| GenerateError::Encode(e.to_string()))?;
+            ids.insert(t.clone(), (id, parsed));
+        }
+        ids
+    } else {
+        BTreeMap::new()
+    };
+    let mut pc = ClientConfig::new();
+    for (k, v) in &spec.producer_properties {
+        pc.set(k, v);
+    }
+    let producer: FutureProducer = pc
+        .set("bootstrap.servers", &spec.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .map_err(|e| GenerateError::Kafka(e.to_string()))?;
+
+    let mut live: BTreeMap<String, Vec<Option<Row>>> = spec
+        .tables
+        .iter()
+        .map(|t| (t.clone(), vec![None; spec.keys_per_table as usize]))
+        .collect();
+    let mut report = GenerateReport {
+        records: 0,
+        by_op: BTreeMap::new(),
+        expected_items: 0,
+        tombstones: 0,
+        topics: spec.tables.iter().map(|t| format!("{}{t}", spec.topic_prefix)).collect(),
+        elapsed_ms: 0,
+    };
+    let base_ms: i64 = 1_790_000_000_000;
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut pending = Vec::new();
+    let total_weight = spec.mix.update + spec.mix.delete + spec.mix.refresh;
+    for n in 0..spec.records {
+        if spec.tables.is_empty() || spec.keys_per_table == 0 {
+            break;
+        }
+        let table = spec.tables[rng.random_range(0..spec.tables.len())].clone();
+        let k = rng.random_range(0..spec.keys_per_table) as usize;
+        let rows = live.get_mut(&table).ok_or_else(|| GenerateError::Encode("table state missing".into()))?;
+        let before = rows[k].clone();
+        let ts_ms = base_ms + i64::try_from(n).unwrap_or(i64::MAX / 2);
+        let op = match &before {
+            None => Op::Insert,
+            Some(_) => {
+                let w = rng.random_range(0..total_weight.max(1));
+                if w < spec.mix.update {
+                    Op::Update
+                } else if w < spec.mix.update + spec.mix.delete {
+                    Op::Delete
+                } else {
+                    Op::Refresh
+                }
+            }
+        };
+        let after = match op {
+            Op::Delete => None,
+            _ => Some(Row {
+                id: i64::try_from(k).unwrap_or(0) + 1,
+                name: format!("{table}-{k}-v{n}"),
+                balance_cents: rng.random_range(-10_000_000i64..100_000_000),
+                created_days: 19_000 + rng.random_range(0..2000),
+                updated_at_ms: ts_ms,
+                active: rng.random_bool(0.8),
+                note: rng.random_bool(0.3).then(|| format!("note {n}")),
+            }),
+        };
+        rows[k] = after.clone();
+        let pk = (k + 1).to_string();
+        let seq_digits = format!("{QLIK_SEQ_PREFIX}{:027}", n + 1);
+        let seq = match spec.envelope {
+            EnvelopeKind::Qlik | EnvelopeKind::Auto => Some(Seq::from_digits(&seq_digits).map_err(|e| GenerateError::Encode(e.to_string()))?),
+            EnvelopeKind::Debezium => Some(Seq::from_u128(u128::from(n) + 1)),
+            EnvelopeKind::Simple => None,
+        };
+        let payload = encode(spec, &schema_ids, &table, op, before.as_ref(), after.as_ref(), &seq_digits, n + 1, ts_ms)?;
+        let item = match (&after, &before) {
+            (Some(a), _) => Some(a.columns()),
+            (None, Some(b)) => Some(BTreeMap::from([("id".to_string(), Value::Number(b.id.to_string()))])),
+            (None, None) => None,
+        };
+        planned.push(Planned {
+            table: table.clone(),
+            pk: pk.clone(),
+            op,
+            item,
+            seq,
+            ts_ms,
+        });
+        let topic = format!("{}{table}", spec.topic_prefix);
+        let fut = producer
+            .send_result(FutureRecord::to(&topic).key(pk.as_bytes()).payload(&payload))
+            .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
+        pending.push(fut);
+        *report.by_op.entry(op.as_str().to_string()).or_default() += 1;
+        report.records += 1;
+        if pending.len() >= 2000 {
+            collect(&mut pending, &mut planned, spec.envelope).await?;
+        }
+        if let Some(rate) = spec.rate {
+            let due = Duration::from_secs_f64((n + 1) as f64 / f64::from(rate.max(1)));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    collect(&mut pending, &mut planned, spec.envelope).await?;
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|e| GenerateError::Kafka(e.to_string()))?;
+
+    let mut expected = ExpectedState::default();
+    for p in planned {
+        let (Some(mut item), Some(seq)) = (p.item, p.seq) else { continue };
+        item.insert("pk".into(), Value::String(p.pk.clone()));
+        item.insert(crate::route::ATTR_SEQ.into(), Value::String(seq.as_str().to_string()));
+        item.insert(crate::route::ATTR_OP.into(), Value::String(p.op.as_str().into()));
+        item.insert(crate::route::ATTR_DELETED.into(), Value::Bool(p.op == Op::Delete));
+        let _ = p.ts_ms;
+        expected.tables.entry(p.table).or_default().insert(p.pk, item);
+    }
+    report.expected_items = expected.len();
+    report.tombstones = expected
+        .tables
+        .values()
+        .flat_map(|t| t.values())
+        .filter(|i| i.get(crate::route::ATTR_DELETED) == Some(&Value::Bool(true)))
+        .count();
+    report.elapsed_ms = started.elapsed().as_millis();
+    Ok((report, expected))
+}
+
+/// Awaits delivery of the pending records; fills the simple envelope's offset-based `_seq`.
+async fn collect(
+    pending: &mut Vec<rdkafka::producer::DeliveryFuture>,
+    planned: &mut [Planned],
+    envelope: EnvelopeKind,
+) -> Result<(), GenerateError> {
+    let start = planned.len() - pending.len();
+    for (i, fut) in pending.drain(..).enumerate() {
+        let d = fut
+            .await
+            .map_err(|_| GenerateError::Kafka("delivery cancelled".into()))?
+            .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
+        if envelope == EnvelopeKind::Simple
+            && let Some(p) = planned.get_mut(start + i)
+        {
+            p.seq = Some(Seq::from_ts_and_offset(u64::try_from(p.ts_ms).unwrap_or(0), d.offset));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode(
+    spec: &GenerateSpec,
+    schema_ids: &BTreeMap<String, (u32, apache_avro::Schema)>,
+    table: &str,
+    op: Op,
+    before: Option<&Row>,
+    after: Option<&Row>,
+    seq_digits: &str,
+    n: u64,
+    ts_ms: i64,
+) -> Result<Vec<u8>, GenerateError> {
+    let enc = |e: String| GenerateError::Encode(e);
+    let opt_avro = |r: Option<&Row>| match r {
+        Some(r) => Avro::Union(1, Box::new(r.avro())),
+        None => Avro::Union(0, Box::new(Avro::Null)),
+    };
+    let opt_json = |r: Option<&Row>| r.map_or(serde_json::Value::Null, Row::json);
+    // Qlik's DELETE carries the deleted row in `data`; Debezium's in `before`.
+    let qlik_data = if op == Op::Delete { before } else { after };
+    let qlik_before = if op == Op::Update { before } else { None };
+    let dbz_op = match op {
+        Op::Insert => "c",
+        Op::Update => "u",
+        Op::Delete => "d",
+        Op::Refresh => "r",
+    };
+    let lsn = i64::try_from(n).unwrap_or(i64::MAX);
+    match spec.format {
+        ValueFormat::Avro => {
+            let (id, schema) = schema_ids.get(table).ok_or_else(|| enc(format!("no schema for {table}")))?;
+            let v = match spec.envelope {
+                EnvelopeKind::Qlik | EnvelopeKind::Auto => Avro::Record(vec![
+                    ("data".into(), opt_avro(qlik_data)),
+                    ("beforeData".into(), opt_avro(qlik_before)),
+                    (
+                        "headers".into(),
+                        Avro::Record(vec![
+                            ("operation".into(), Avro::Enum(op_index(op), op.as_str().into())),
+                            ("changeSequence".into(), Avro::String(seq_digits.into())),
+                            ("timestamp".into(), Avro::String(ts_ms.to_string())),
+                            ("streamPosition".into(), Avro::String(format!("pos-{n}"))),
+                            ("transactionId".into(), Avro::String(format!("tx-{}", n / 10))),
+                        ]),
+                    ),
+                ]),
+                EnvelopeKind::Debezium => Avro::Record(vec![
+                    ("before".into(), opt_avro(if op == Op::Insert || op == Op::Refresh { None } else { before })),
+                    ("after".into(), opt_avro(after)),
+                    (
+                        "source".into(),
+                        Avro::Record(vec![
+                            ("connector".into(), Avro::String("postgresql".into())),
+                            ("ts_ms".into(), Avro::Long(ts_ms)),
+                            ("table".into(), Avro::String(table.into())),
+                            ("lsn".into(), Avro::Union(1, Box::new(Avro::Long(lsn)))),
+                        ]),
+                    ),
+                    ("op".into(), Avro::String(dbz_op.into())),
+                    ("ts_ms".into(), Avro::Union(1, Box::new(Avro::Long(ts_ms)))),
+                ]),
+                EnvelopeKind::Simple => {
+                    let js = |r: Option<&Row>| match r {
+                        Some(r) => Avro::Union(1, Box::new(Avro::String(r.json().to_string()))),
+                        None => Avro::Union(0, Box::new(Avro::Null)),
+                    };
+                    Avro::Record(vec![
+                        ("operation".into(), Avro::String(op.as_str().into())),
+                        ("table_name".into(), Avro::String(table.into())),
+                        ("timestamp".into(), Avro::Long(ts_ms)),
+                        ("before".into(), js(before)),
+                        ("after".into(), js(after)),
+                    ])
+                }
+            };
+            Ok(frame_wire(*id, &encode_datum(schema, v).map_err(enc)?))
+        }
+        ValueFormat::Json => {
+            let v = match spec.envelope {
+                EnvelopeKind::Qlik | EnvelopeKind::Auto => serde_json::json!({
+                    "magic": "atMSG", "type": "DT", "headers": null, "messageSchemaId": null, "messageSchema": null,
+                    "message": {
+                        "data": opt_json(qlik_data), "beforeData": opt_json(qlik_before),
+                        "headers": {"operation": op.as_str(), "changeSequence": seq_digits, "timestamp": ts_ms.to_string(),
+                                    "streamPosition": format!("pos-{n}"), "transactionId": format!("tx-{}", n / 10)}
+                    }
+                }),
+                EnvelopeKind::Debezium => serde_json::json!({
+                    "schema": {"type": "struct", "name": format!("dbserver.{table}.Envelope")},
+                    "payload": {
+                        "before": opt_json(if op == Op::Insert || op == Op::Refresh { None } else { before }),
+                        "after": opt_json(after),
+                        "source": {"connector": "postgresql", "ts_ms": ts_ms, "table": table, "lsn": lsn},
+                        "op": dbz_op, "ts_ms": ts_ms
+                    }
+                }),
+                EnvelopeKind::Simple => serde_json::json!({
+                    "operation": op.as_str(), "table_name": table, "timestamp": ts_ms,
+                    "before": before.map(|r| r.json().to_string()), "after": after.map(|r| r.json().to_string()),
+                }),
+            };
+            Ok(v.to_string().into_bytes())
+        }
+    }
+}
+
+fn op_index(op: Op) -> u32 {
+    match op {
+        Op::Insert => 0,
+        Op::Update => 1,
+        Op::Delete => 2,
+        Op::Refresh => 3,
+    }
+}

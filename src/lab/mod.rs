@@ -1,0 +1,129 @@
+//! The local environment (`cdc-relay lab`, the demo and the tests): an in-process librdkafka mock
+//! cluster on real TCP ports, the schema-registry fixture, and moto (AWS API server) if installed.
+//!
+//! Test and demo support only: nothing in the relay's run path uses it.
+
+pub mod kafka;
+pub mod moto;
+pub mod registry_fixture;
+
+use serde::Serialize;
+
+/// Connection details printed by `cdc-relay lab` (one JSON object).
+#[derive(Debug, Clone, Serialize)]
+pub struct LabInfo {
+    pub bootstrap_servers: String,
+    pub brokers: i32,
+    pub schema_registry_url: String,
+    pub aws_endpoint_url: Option<String>,
+    pub topics: Vec<String>,
+}
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+
+use kafka::MockKafka;
+use moto::Moto;
+use registry_fixture::RegistryFixture;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Kafka(#[from] kafka::MockError),
+    #[error(transparent)]
+    Moto(#[from] moto::MotoError),
+    #[error("registry fixture: {0}")]
+    Registry(#[from] std::io::Error),
+    #[error("creating table {table}: {message}")]
+    Table { table: String, message: String },
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub brokers: i32,
+    /// Start moto (fails if it is not installed).
+    pub moto: bool,
+    /// Basic auth for the registry fixture.
+    pub registry_auth: Option<(String, String)>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            brokers: 3,
+            moto: true,
+            registry_auth: None,
+        }
+    }
+}
+
+/// A running local environment. Everything stops when it is dropped.
+pub struct Lab {
+    pub kafka: MockKafka,
+    pub registry: RegistryFixture,
+    pub moto: Option<Moto>,
+}
+
+impl Lab {
+    pub async fn start(opts: LabOptions) -> Result<Lab, LabError> {
+        let kafka = MockKafka::start(opts.brokers)?;
+        let registry = RegistryFixture::start(opts.registry_auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))).await?;
+        let moto = if opts.moto { Some(tokio::task::spawn_blocking(Moto::start).await.map_err(|e| moto::MotoError::Start(e.to_string()))??) } else { None };
+        Ok(Lab { kafka, registry, moto })
+    }
+
+    pub fn info(&self, topics: Vec<String>) -> LabInfo {
+        LabInfo {
+            bootstrap_servers: self.kafka.bootstrap_servers().to_string(),
+            brokers: self.kafka.brokers(),
+            schema_registry_url: self.registry.url(),
+            aws_endpoint_url: self.moto.as_ref().map(|m| m.endpoint().to_string()),
+            topics,
+        }
+    }
+
+    /// The `[aws]` settings pointing at moto.
+    pub fn aws_config(&self) -> crate::config::AwsConfig {
+        crate::config::AwsConfig {
+            region: Some("us-west-2".into()),
+            endpoint_url: self.moto.as_ref().map(|m| m.endpoint().to_string()),
+        }
+    }
+
+    /// An SDK config for moto (dummy credentials, us-west-2).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        crate::sinks::aws::sdk_config(&self.aws_config(), Duration::from_secs(10)).await
+    }
+}
+
+/// Creates a DynamoDB table keyed by a string partition key `pk_attribute` (on-demand billing).
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, pk_attribute: &str) -> Result<(), LabError> {
+    let err = |e: String| LabError::Table {
+        table: table.to_string(),
+        message: e,
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(pk_attribute)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(pk_attribute)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+    Ok(())
+}

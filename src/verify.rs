@@ -1,0 +1,176 @@
+//! Verification: compares the items in DynamoDB with a generator's expected final state.
+//! Used by the demo, `cdc-relay verify` and the e2e tests. Read-only: it never writes.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::event::Value;
+use crate::generate::ExpectedState;
+use crate::route::{ATTR_SRC, ATTR_TS};
+use crate::sinks::dynamodb::from_attr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("scanning {table}: {message}")]
+    Scan { table: String, message: String },
+}
+
+/// The outcome of a comparison.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub expected: usize,
+    pub matched: usize,
+    /// Human-readable differences (first 20 kept).
+    pub mismatches: Vec<String>,
+    pub mismatch_count: usize,
+    pub unexpected_items: usize,
+}
+
+impl Verdict {
+    pub fn is_exact(&self) -> bool {
+        self.mismatch_count == 0 && self.unexpected_items == 0 && self.matched == self.expected
+    }
+
+    fn note(&mut self, m: String) {
+        self.mismatch_count += 1;
+        if self.mismatches.len() < 20 {
+            self.mismatches.push(m);
+        }
+    }
+}
+
+/// Every item of `table`, keyed by `pk_attribute`.
+pub async fn scan_table(client: &Client, table: &str, pk_attribute: &str) -> Result<BTreeMap<String, BTreeMap<String, Value>>, VerifyError> {
+    let mut out = BTreeMap::new();
+    let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+    loop {
+        let resp = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| VerifyError::Scan {
+                table: table.to_string(),
+                message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        for item in resp.items() {
+            let m: BTreeMap<String, Value> = item.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect();
+            if let Some(pk) = m.get(pk_attribute).and_then(Value::key_text) {
+                out.insert(pk, m);
+            }
+        }
+        match resp.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Normalises numbers so `1.50`, `1.5` and `01.5` compare equal (DynamoDB normalises too).
+pub fn normalize_number(n: &str) -> String {
+    let (neg, body) = match n.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, n.strip_prefix('+').unwrap_or(n)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let s = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+    if neg && s != "0" { format!("-{s}") } else { s }
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => normalize_number(x) == normalize_number(y),
+        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Map(x), Value::Map(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
+        _ => a == b,
+    }
+}
+
+/// Compares `actual` (one table's items) with the expected items of that table. Attributes
+/// `_src` and `_ts` are ignored; every other attribute must match and no other may exist.
+pub fn compare_table(
+    table: &str,
+    expected: &BTreeMap<String, BTreeMap<String, Value>>,
+    actual: &BTreeMap<String, BTreeMap<String, Value>>,
+    verdict: &mut Verdict,
+) {
+    verdict.expected += expected.len();
+    for (pk, want) in expected {
+        let Some(got) = actual.get(pk) else {
+            verdict.note(format!("{table}/{pk}: missing"));
+            continue;
+        };
+        let mut ok = true;
+        for (k, v) in want {
+            match got.get(k) {
+                Some(g) if same(v, g) => {}
+                other => {
+                    ok = false;
+                    verdict.note(format!("{table}/{pk}.{k}: expected {v:?}, found {other:?}"));
+                }
+            }
+        }
+        for k in got.keys() {
+            if !want.contains_key(k) && k != ATTR_SRC && k != ATTR_TS {
+                ok = false;
+                verdict.note(format!("{table}/{pk}: unexpected attribute {k}"));
+            }
+        }
+        if ok {
+            verdict.matched += 1;
+        }
+    }
+    verdict.unexpected_items += actual.keys().filter(|pk| !expected.contains_key(*pk)).count();
+}
+
+/// Compares every table of `expected` with DynamoDB.
+pub async fn verify(client: &Client, expected: &ExpectedState, table_of: impl Fn(&str) -> String, pk_attribute: &str) -> Result<Verdict, VerifyError> {
+    let mut v = Verdict::default();
+    for (t, items) in &expected.tables {
+        let name = table_of(t);
+        let actual = scan_table(client, &name, pk_attribute).await?;
+        compare_table(&name, items, &actual, &mut v);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_normalise() {
+        assert_eq!(normalize_number("1.50"), "1.5");
+        assert_eq!(normalize_number("-0.50"), "-0.5");
+        assert_eq!(normalize_number("007"), "7");
+        assert_eq!(normalize_number("-0.00"), "0");
+        assert_eq!(normalize_number("10"), "10");
+    }
+
+    #[test]
+    fn compare_detects_each_difference() {
+        let item = |pairs: &[(&str, Value)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>();
+        let exp = BTreeMap::from([("1".to_string(), item(&[("pk", Value::String("1".into())), ("n", Value::Number("1.50".into()))]))]);
+        let mut ok = Verdict::default();
+        let act = BTreeMap::from([("1".to_string(), item(&[("pk", Value::String("1".into())), ("n", Value::Number("1.5".into())), ("_ts", Value::Number("3".into()))]))]);
+        compare_table("t", &exp, &act, &mut ok);
+        assert!(ok.is_exact(), "{ok:?}");
+        let mut bad = Verdict::default();
+        let act = BTreeMap::from([
+            ("1".to_string(), item(&[("pk", Value::String("1".into())), ("n", Value::Number("2".into())), ("x", Value::Null)])),
+            ("2".to_string(), item(&[])),
+        ]);
+        compare_table("t", &exp, &act, &mut bad);
+        assert!(!bad.is_exact());
+        assert_eq!(bad.mismatch_count, 2);
+        assert_eq!(bad.unexpected_items, 1);
+    }
+}

@@ -1,0 +1,179 @@
+//! Shared helpers for the integration tests: a lab (mock Kafka + registry fixture + moto), relay
+//! configs, and waiting on committed offsets read from the broker itself.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use cdc_relay::config::{Config, EnvelopeKind, ValueFormat};
+use cdc_relay::generate::{ExpectedState, GenerateSpec, OpMix};
+use cdc_relay::lab::{Lab, LabOptions};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+pub struct Env {
+    pub lab: Lab,
+    pub ddb: aws_sdk_dynamodb::Client,
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,cdc_relay=info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        init_logs();
+        let lab = Lab::start(LabOptions::default()).await.expect("lab starts (is moto installed? run scripts/setup.sh)");
+        let ddb = aws_sdk_dynamodb::Client::new(&lab.sdk_config().await);
+        Env { lab, ddb }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.lab.kafka.bootstrap_servers().to_string()
+    }
+
+    /// Creates the topic and the DynamoDB table.
+    pub async fn topic_and_table(&self, topic: &str, partitions: i32, table: &str) {
+        self.lab.kafka.create_topic(topic, partitions).unwrap();
+        cdc_relay::lab::create_table(&self.ddb, table, "pk").await.unwrap();
+    }
+
+    /// A relay config: one route `topic → table`, key `id`, fast commits, admin on a free port.
+    pub fn config(&self, group: &str, topic: &str, table: &str, envelope: EnvelopeKind, format: ValueFormat, extra: &str) -> Config {
+        let env = match envelope {
+            EnvelopeKind::Qlik => "qlik",
+            EnvelopeKind::Debezium => "debezium",
+            EnvelopeKind::Simple => "simple",
+            EnvelopeKind::Auto => "auto",
+        };
+        let fmt = match format {
+            ValueFormat::Avro => "avro",
+            ValueFormat::Json => "json",
+        };
+        let aws = self.lab.aws_config();
+        let text = format!(
+            r#"
+[kafka]
+bootstrap_servers = "{bs}"
+group_id = "{group}"
+topics = ["{topic}"]
+commit_interval = "200ms"
+revoke_drain_timeout = "5s"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[schema_registry]
+url = "{reg}"
+[aws]
+region = "us-west-2"
+endpoint_url = "{aws}"
+[dynamodb]
+concurrency = 32
+backoff_initial = "20ms"
+backoff_max = "1s"
+[admin]
+listen = "127.0.0.1:0"
+[runtime]
+shutdown_timeout = "10s"
+[[routes]]
+topic = "{topic}"
+envelope = "{env}"
+format = "{fmt}"
+table = "{table}"
+key = ["id"]
+{extra}
+"#,
+            bs = self.bootstrap(),
+            reg = self.lab.registry.url(),
+            aws = aws.endpoint_url.unwrap_or_default(),
+        );
+        Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+    }
+
+    pub fn spec(&self, topic_prefix: &str, tables: &[&str], envelope: EnvelopeKind, format: ValueFormat, keys: u32, records: u64, seed: u64) -> GenerateSpec {
+        GenerateSpec {
+            bootstrap_servers: self.bootstrap(),
+            registry: cdc_relay::config::RegistryConfig {
+                url: Some(self.lab.registry.url()),
+                ..Default::default()
+            },
+            envelope,
+            format,
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+            topic_prefix: topic_prefix.to_string(),
+            keys_per_table: keys,
+            records,
+            seed,
+            rate: None,
+            mix: OpMix::default(),
+            producer_properties: Default::default(),
+        }
+    }
+
+    /// High watermarks of `topic`'s partitions.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().unwrap();
+        (0..partitions)
+            .map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)
+            .collect()
+    }
+
+    /// The group's committed offsets, read from the broker (None = nothing committed).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until the group has committed every partition up to `ends`.
+    pub async fn wait_committed(&self, group: &str, topic: &str, ends: &[i64], timeout: Duration) {
+        let until = Instant::now() + timeout;
+        let n = i32::try_from(ends.len()).unwrap();
+        loop {
+            let c = self.committed(group, topic, n);
+            if c.iter().zip(ends).all(|(c, e)| *c == Some(*e)) {
+                return;
+            }
+            assert!(Instant::now() < until, "group {group} did not commit to {ends:?} in time; committed {c:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Commits `offset` for every partition of `topic` in `group` (an offset reset).
+    pub fn reset_group(&self, group: &str, topic: &str, partitions: i32, offset: i64) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Offset(offset)).unwrap();
+        }
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    }
+
+    pub async fn verify(&self, expected: &ExpectedState, table_of: impl Fn(&str) -> String) -> cdc_relay::verify::Verdict {
+        cdc_relay::verify::verify(&self.ddb, expected, table_of, "pk").await.unwrap()
+    }
+}
+
+pub fn assert_exact(v: &cdc_relay::verify::Verdict) {
+    assert!(v.is_exact(), "final state differs: {v:#?}");
+}
