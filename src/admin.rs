@@ -17,15 +17,25 @@ pub fn router(status: Arc<StatusBoard>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
-        .route("/metrics", get(|| async { crate::telemetry::metrics::render() }))
+        .route(
+            "/metrics",
+            get(|| async { crate::telemetry::metrics::render() }),
+        )
         .route("/status", get(status_json))
         .with_state(status)
 }
 
 async fn ready(State(s): State<Arc<StatusBoard>>) -> impl IntoResponse {
     let (ok, why) = s.readiness();
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(serde_json::json!({ "ready": ok, "not_ready_because": why })))
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ready": ok, "not_ready_because": why })),
+    )
 }
 
 async fn status_json(State(s): State<Arc<StatusBoard>>) -> Json<serde_json::Value> {
@@ -33,7 +43,11 @@ async fn status_json(State(s): State<Arc<StatusBoard>>) -> Json<serde_json::Valu
 }
 
 /// Binds `listen` (port 0 picks one) and serves until `cancel`. Returns the bound address.
-pub async fn serve(listen: &str, status: Arc<StatusBoard>, cancel: CancellationToken) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    listen: &str,
+    status: Arc<StatusBoard>,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = router(status);

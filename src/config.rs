@@ -345,11 +345,18 @@ impl Config {
         };
         let k = &self.kafka;
         if k.bootstrap_servers.trim().is_empty() {
-            bad("kafka.bootstrap_servers", "must list at least one host:port");
+            bad(
+                "kafka.bootstrap_servers",
+                "must list at least one host:port",
+            );
         }
         for (i, b) in k.bootstrap_servers.split(',').enumerate() {
             let b = b.trim();
-            if !b.is_empty() && b.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            if !b.is_empty()
+                && b.rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    .is_none()
+            {
                 bad(
                     "kafka.bootstrap_servers",
                     &format!("entry {i} ({b:?}) is not host:port"),
@@ -361,16 +368,25 @@ impl Config {
         }
         match (&k.topics.is_empty(), &k.topic_pattern) {
             (true, None) => bad("kafka.topics", "set `topics` or `topic_pattern`"),
-            (false, Some(_)) => bad("kafka.topic_pattern", "set either `topics` or `topic_pattern`, not both"),
+            (false, Some(_)) => bad(
+                "kafka.topic_pattern",
+                "set either `topics` or `topic_pattern`, not both",
+            ),
             _ => {}
         }
         if let Some(pat) = &k.topic_pattern
             && !pat.starts_with('^')
         {
-            bad("kafka.topic_pattern", "a pattern must start with '^' (librdkafka treats other strings as topic names)");
+            bad(
+                "kafka.topic_pattern",
+                "a pattern must start with '^' (librdkafka treats other strings as topic names)",
+            );
         }
         if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
-            bad("kafka.auto_offset_reset", "must be \"earliest\" or \"latest\"");
+            bad(
+                "kafka.auto_offset_reset",
+                "must be \"earliest\" or \"latest\"",
+            );
         }
         if k.commit_interval.is_zero() {
             bad("kafka.commit_interval", "must be greater than 0");
@@ -389,14 +405,23 @@ impl Config {
             bad("schema_registry.url", "must start with http:// or https://");
         }
         if self.schema_registry.password.is_some() && self.schema_registry.username.is_none() {
-            bad("schema_registry.username", "required when a password is set");
+            bad(
+                "schema_registry.username",
+                "required when a password is set",
+            );
         }
         if self.schema_registry.max_attempts == 0 {
             bad("schema_registry.max_attempts", "must be at least 1");
         }
         let needs_registry = self.routes.iter().any(|r| r.format == ValueFormat::Avro);
-        if needs_registry && self.schema_registry.url.is_none() && self.schema_registry.schemas_dir.is_none() {
-            bad("schema_registry.url", "Avro routes need a registry url or a schemas_dir");
+        if needs_registry
+            && self.schema_registry.url.is_none()
+            && self.schema_registry.schemas_dir.is_none()
+        {
+            bad(
+                "schema_registry.url",
+                "Avro routes need a registry url or a schemas_dir",
+            );
         }
         if let Some(url) = &self.aws.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -406,11 +431,21 @@ impl Config {
         if self.dynamodb.concurrency == 0 {
             bad("dynamodb.concurrency", "must be at least 1");
         }
-        if self.dynamodb.max_item_bytes == 0 || self.dynamodb.max_item_bytes > DYNAMODB_MAX_ITEM_BYTES {
-            bad("dynamodb.max_item_bytes", "must be between 1 and 409600 (DynamoDB's item limit)");
+        if self.dynamodb.max_item_bytes == 0
+            || self.dynamodb.max_item_bytes > DYNAMODB_MAX_ITEM_BYTES
+        {
+            bad(
+                "dynamodb.max_item_bytes",
+                "must be between 1 and 409600 (DynamoDB's item limit)",
+            );
         }
-        if self.dynamodb.backoff_initial.is_zero() || self.dynamodb.backoff_initial > self.dynamodb.backoff_max {
-            bad("dynamodb.backoff_initial", "must be > 0 and <= dynamodb.backoff_max");
+        if self.dynamodb.backoff_initial.is_zero()
+            || self.dynamodb.backoff_initial > self.dynamodb.backoff_max
+        {
+            bad(
+                "dynamodb.backoff_initial",
+                "must be > 0 and <= dynamodb.backoff_max",
+            );
         }
         if self.routes.is_empty() {
             bad("routes", "at least one [[routes]] entry is required");
@@ -421,7 +456,10 @@ impl Config {
             if r.topic.trim().is_empty() {
                 bad(&at("topic"), "must not be empty");
             } else if !seen.insert(r.topic.clone()) {
-                bad(&at("topic"), &format!("topic {:?} has more than one route", r.topic));
+                bad(
+                    &at("topic"),
+                    &format!("topic {:?} has more than one route", r.topic),
+                );
             }
             if r.table.trim().is_empty() {
                 bad(&at("table"), "must not be empty");
@@ -433,15 +471,24 @@ impl Config {
                 bad(&at("key"), "key column names must not be empty");
             }
             if r.pk_attribute.trim().is_empty() || r.pk_attribute.starts_with('_') {
-                bad(&at("pk_attribute"), "must be a non-empty name not starting with '_' (reserved for relay metadata)");
+                bad(
+                    &at("pk_attribute"),
+                    "must be a non-empty name not starting with '_' (reserved for relay metadata)",
+                );
             }
             if r.tombstone_ttl.is_some() && r.delete == DeleteMode::Hard {
-                bad(&at("tombstone_ttl"), "only applies to delete = \"tombstone\"");
+                bad(
+                    &at("tombstone_ttl"),
+                    "only applies to delete = \"tombstone\"",
+                );
             }
         }
         for t in &k.topics {
             if !self.routes.iter().any(|r| &r.topic == t) {
-                bad("kafka.topics", &format!("topic {t:?} has no [[routes]] entry"));
+                bad(
+                    "kafka.topics",
+                    &format!("topic {t:?} has no [[routes]] entry"),
+                );
             }
         }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
@@ -524,16 +571,21 @@ mod tests {
             "kafka.topics",
             "schema_registry.url",
         ] {
-            assert!(keys.iter().any(|x| x == k), "missing problem for {k}: {keys:?}");
+            assert!(
+                keys.iter().any(|x| x == k),
+                "missing problem for {k}: {keys:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_keys_and_bad_types_name_the_key() {
-        let err = Config::from_toml(&GOOD.replace("envelope = \"qlik\"", "envelope = \"oracle\"")).unwrap_err();
+        let err = Config::from_toml(&GOOD.replace("envelope = \"qlik\"", "envelope = \"oracle\""))
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("envelope"), "{msg}");
-        let err = Config::from_toml(&format!("{GOOD}\n[admin]\nlisten = \"x\"\ntypo = 1\n")).unwrap_err();
+        let err =
+            Config::from_toml(&format!("{GOOD}\n[admin]\nlisten = \"x\"\ntypo = 1\n")).unwrap_err();
         assert!(err.to_string().contains("typo"), "{err}");
     }
 
@@ -542,7 +594,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CDC_RELAY__KAFKA__GROUP_ID", "from-env");
             jail.set_env("CDC_RELAY__DYNAMODB__CONCURRENCY", "7");
-            let c = Config::from_toml_with_env(GOOD, Env::prefixed(ENV_PREFIX).split("__")).unwrap();
+            let c =
+                Config::from_toml_with_env(GOOD, Env::prefixed(ENV_PREFIX).split("__")).unwrap();
             assert_eq!(c.kafka.group_id, "from-env");
             assert_eq!(c.dynamodb.concurrency, 7);
             Ok(())

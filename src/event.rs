@@ -57,9 +57,9 @@ impl Value {
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Bytes(b) => serde_json::Value::String(base64_encode(b)),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }
@@ -221,7 +221,10 @@ mod tests {
 
     #[test]
     fn seq_rejects_garbage() {
-        assert!(matches!(Seq::from_digits("12a"), Err(SeqError::NotDigits(_))));
+        assert!(matches!(
+            Seq::from_digits("12a"),
+            Err(SeqError::NotDigits(_))
+        ));
         assert!(matches!(Seq::from_digits(""), Err(SeqError::NotDigits(_))));
         let long = "1".repeat(SEQ_WIDTH + 1);
         assert!(matches!(Seq::from_digits(&long), Err(SeqError::TooLong(_))));

@@ -168,7 +168,10 @@ impl ExpectedState {
                     pk: pk.clone(),
                     item: item.iter().map(|(k, v)| (k.clone(), ddb_json(v))).collect(),
                 };
-                out.push_str(&serde_json::to_string(&line).map_err(|e| GenerateError::Encode(e.to_string()))?);
+                out.push_str(
+                    &serde_json::to_string(&line)
+                        .map_err(|e| GenerateError::Encode(e.to_string()))?,
+                );
                 out.push('\n');
             }
         }
@@ -185,8 +188,13 @@ impl ExpectedState {
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
         let mut st = ExpectedState::default();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let e: ExpectedItem = serde_json::from_str(line).map_err(|e| file_err(format!("line {}: {e}", n + 1)))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let e: ExpectedItem =
+                serde_json::from_str(line).map_err(|e| file_err(format!("line {}: {e}", n + 1)))?;
             let item = e
                 .item
                 .iter()
@@ -207,9 +215,13 @@ pub fn ddb_json(v: &Value) -> serde_json::Value {
         Value::Bool(b) => serde_json::json!({"BOOL": b}),
         Value::Number(n) => serde_json::json!({"N": n}),
         Value::String(s) => serde_json::json!({"S": s}),
-        Value::Bytes(b) => serde_json::json!({"B": base64::engine::general_purpose::STANDARD.encode(b)}),
+        Value::Bytes(b) => {
+            serde_json::json!({"B": base64::engine::general_purpose::STANDARD.encode(b)})
+        }
         Value::List(l) => serde_json::json!({"L": l.iter().map(ddb_json).collect::<Vec<_>>()}),
-        Value::Map(m) => serde_json::json!({"M": m.iter().map(|(k, v)| (k.clone(), ddb_json(v))).collect::<serde_json::Map<_, _>>()}),
+        Value::Map(m) => {
+            serde_json::json!({"M": m.iter().map(|(k, v)| (k.clone(), ddb_json(v))).collect::<serde_json::Map<_, _>>()})
+        }
     }
 }
 
@@ -222,8 +234,18 @@ pub fn from_ddb_json(v: &serde_json::Value) -> Option<Value> {
         "BOOL" => Value::Bool(inner.as_bool()?),
         "N" => Value::Number(inner.as_str()?.to_string()),
         "S" => Value::String(inner.as_str()?.to_string()),
-        "B" => Value::Bytes(base64::engine::general_purpose::STANDARD.decode(inner.as_str()?).ok()?),
-        "L" => Value::List(inner.as_array()?.iter().map(from_ddb_json).collect::<Option<_>>()?),
+        "B" => Value::Bytes(
+            base64::engine::general_purpose::STANDARD
+                .decode(inner.as_str()?)
+                .ok()?,
+        ),
+        "L" => Value::List(
+            inner
+                .as_array()?
+                .iter()
+                .map(from_ddb_json)
+                .collect::<Option<_>>()?,
+        ),
         "M" => Value::Map(
             inner
                 .as_object()?
@@ -257,9 +279,15 @@ impl Row {
         Avro::Record(vec![
             ("id".into(), Avro::Long(self.id)),
             ("name".into(), Avro::String(self.name.clone())),
-            ("balance".into(), Avro::Decimal(apache_avro::Decimal::from(unscaled))),
+            (
+                "balance".into(),
+                Avro::Decimal(apache_avro::Decimal::from(unscaled)),
+            ),
             ("created".into(), Avro::Date(self.created_days)),
-            ("updated_at".into(), Avro::TimestampMillis(self.updated_at_ms)),
+            (
+                "updated_at".into(),
+                Avro::TimestampMillis(self.updated_at_ms),
+            ),
             ("active".into(), Avro::Boolean(self.active)),
             (
                 "note".into(),
@@ -286,11 +314,23 @@ impl Row {
         BTreeMap::from([
             ("id".into(), Value::Number(self.id.to_string())),
             ("name".into(), Value::String(self.name.clone())),
-            ("balance".into(), Value::Number(cents_text(self.balance_cents))),
-            ("created".into(), Value::Number(self.created_days.to_string())),
-            ("updated_at".into(), Value::Number(self.updated_at_ms.to_string())),
+            (
+                "balance".into(),
+                Value::Number(cents_text(self.balance_cents)),
+            ),
+            (
+                "created".into(),
+                Value::Number(self.created_days.to_string()),
+            ),
+            (
+                "updated_at".into(),
+                Value::Number(self.updated_at_ms.to_string()),
+            ),
             ("active".into(), Value::Bool(self.active)),
-            ("note".into(), self.note.clone().map_or(Value::Null, Value::String)),
+            (
+                "note".into(),
+                self.note.clone().map_or(Value::Null, Value::String),
+            ),
         ])
     }
 }
@@ -320,7 +360,9 @@ pub struct GenerateReport {
 }
 
 /// Produces the records and returns the report and the expected final state.
-pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedState), GenerateError> {
+pub async fn generate(
+    spec: &GenerateSpec,
+) -> Result<(GenerateReport, ExpectedState), GenerateError> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let schema_ids = if spec.format == ValueFormat::Avro {
@@ -328,8 +370,11 @@ pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedSt
         let mut ids = BTreeMap::new();
         for t in &spec.tables {
             let text = envelope_schema(spec.envelope, t);
-            let id = reg.register(&format!("{}{t}-value", spec.topic_prefix), &text).await?;
-            let parsed = apache_avro::Schema::parse_str(&text).map_err(|e| GenerateError::Encode(e.to_string()))?;
+            let id = reg
+                .register(&format!("{}{t}-value", spec.topic_prefix), &text)
+                .await?;
+            let parsed = apache_avro::Schema::parse_str(&text)
+                .map_err(|e| GenerateError::Encode(e.to_string()))?;
             ids.insert(t.clone(), (id, parsed));
         }
         ids
@@ -358,7 +403,11 @@ pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedSt
         by_op: BTreeMap::new(),
         expected_items: 0,
         tombstones: 0,
-        topics: spec.tables.iter().map(|t| format!("{}{t}", spec.topic_prefix)).collect(),
+        topics: spec
+            .tables
+            .iter()
+            .map(|t| format!("{}{t}", spec.topic_prefix))
+            .collect(),
         elapsed_ms: 0,
     };
     let base_ms: i64 = 1_790_000_000_000;
@@ -371,7 +420,9 @@ pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedSt
         }
         let table = spec.tables[rng.random_range(0..spec.tables.len())].clone();
         let k = rng.random_range(0..spec.keys_per_table) as usize;
-        let rows = live.get_mut(&table).ok_or_else(|| GenerateError::Encode("table state missing".into()))?;
+        let rows = live
+            .get_mut(&table)
+            .ok_or_else(|| GenerateError::Encode("table state missing".into()))?;
         let before = rows[k].clone();
         let ts_ms = base_ms + i64::try_from(n).unwrap_or(i64::MAX / 2);
         let op = match &before {
@@ -403,14 +454,29 @@ pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedSt
         let pk = (k + 1).to_string();
         let seq_digits = format!("{QLIK_SEQ_PREFIX}{:027}", n + 1);
         let seq = match spec.envelope {
-            EnvelopeKind::Qlik | EnvelopeKind::Auto => Some(Seq::from_digits(&seq_digits).map_err(|e| GenerateError::Encode(e.to_string()))?),
+            EnvelopeKind::Qlik | EnvelopeKind::Auto => Some(
+                Seq::from_digits(&seq_digits).map_err(|e| GenerateError::Encode(e.to_string()))?,
+            ),
             EnvelopeKind::Debezium => Some(Seq::from_u128(u128::from(n) + 1)),
             EnvelopeKind::Simple => None,
         };
-        let payload = encode(spec, &schema_ids, &table, op, before.as_ref(), after.as_ref(), &seq_digits, n + 1, ts_ms)?;
+        let payload = encode(
+            spec,
+            &schema_ids,
+            &table,
+            op,
+            before.as_ref(),
+            after.as_ref(),
+            &seq_digits,
+            n + 1,
+            ts_ms,
+        )?;
         let item = match (&after, &before) {
             (Some(a), _) => Some(a.columns()),
-            (None, Some(b)) => Some(BTreeMap::from([("id".to_string(), Value::Number(b.id.to_string()))])),
+            (None, Some(b)) => Some(BTreeMap::from([(
+                "id".to_string(),
+                Value::Number(b.id.to_string()),
+            )])),
             (None, None) => None,
         };
         planned.push(Planned {
@@ -423,7 +489,11 @@ pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedSt
         });
         let topic = format!("{}{table}", spec.topic_prefix);
         let fut = producer
-            .send_result(FutureRecord::to(&topic).key(pk.as_bytes()).payload(&payload))
+            .send_result(
+                FutureRecord::to(&topic)
+                    .key(pk.as_bytes())
+                    .payload(&payload),
+            )
             .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
         pending.push(fut);
         *report.by_op.entry(op.as_str().to_string()).or_default() += 1;
@@ -445,13 +515,28 @@ pub async fn generate(spec: &GenerateSpec) -> Result<(GenerateReport, ExpectedSt
 
     let mut expected = ExpectedState::default();
     for p in planned {
-        let (Some(mut item), Some(seq)) = (p.item, p.seq) else { continue };
+        let (Some(mut item), Some(seq)) = (p.item, p.seq) else {
+            continue;
+        };
         item.insert("pk".into(), Value::String(p.pk.clone()));
-        item.insert(crate::route::ATTR_SEQ.into(), Value::String(seq.as_str().to_string()));
-        item.insert(crate::route::ATTR_OP.into(), Value::String(p.op.as_str().into()));
-        item.insert(crate::route::ATTR_DELETED.into(), Value::Bool(p.op == Op::Delete));
+        item.insert(
+            crate::route::ATTR_SEQ.into(),
+            Value::String(seq.as_str().to_string()),
+        );
+        item.insert(
+            crate::route::ATTR_OP.into(),
+            Value::String(p.op.as_str().into()),
+        );
+        item.insert(
+            crate::route::ATTR_DELETED.into(),
+            Value::Bool(p.op == Op::Delete),
+        );
         let _ = p.ts_ms;
-        expected.tables.entry(p.table).or_default().insert(p.pk, item);
+        expected
+            .tables
+            .entry(p.table)
+            .or_default()
+            .insert(p.pk, item);
     }
     report.expected_items = expected.len();
     report.tombstones = expected
@@ -479,7 +564,10 @@ async fn collect(
         if envelope == EnvelopeKind::Simple
             && let Some(p) = planned.get_mut(start + i)
         {
-            p.seq = Some(Seq::from_ts_and_offset(u64::try_from(p.ts_ms).unwrap_or(0), d.offset));
+            p.seq = Some(Seq::from_ts_and_offset(
+                u64::try_from(p.ts_ms).unwrap_or(0),
+                d.offset,
+            ));
         }
     }
     Ok(())
@@ -515,7 +603,9 @@ fn encode(
     let lsn = i64::try_from(n).unwrap_or(i64::MAX);
     match spec.format {
         ValueFormat::Avro => {
-            let (id, schema) = schema_ids.get(table).ok_or_else(|| enc(format!("no schema for {table}")))?;
+            let (id, schema) = schema_ids
+                .get(table)
+                .ok_or_else(|| enc(format!("no schema for {table}")))?;
             let v = match spec.envelope {
                 EnvelopeKind::Qlik | EnvelopeKind::Auto => Avro::Record(vec![
                     ("data".into(), opt_avro(qlik_data)),
@@ -523,16 +613,29 @@ fn encode(
                     (
                         "headers".into(),
                         Avro::Record(vec![
-                            ("operation".into(), Avro::Enum(op_index(op), op.as_str().into())),
+                            (
+                                "operation".into(),
+                                Avro::Enum(op_index(op), op.as_str().into()),
+                            ),
                             ("changeSequence".into(), Avro::String(seq_digits.into())),
                             ("timestamp".into(), Avro::String(ts_ms.to_string())),
                             ("streamPosition".into(), Avro::String(format!("pos-{n}"))),
-                            ("transactionId".into(), Avro::String(format!("tx-{}", n / 10))),
+                            (
+                                "transactionId".into(),
+                                Avro::String(format!("tx-{}", n / 10)),
+                            ),
                         ]),
                     ),
                 ]),
                 EnvelopeKind::Debezium => Avro::Record(vec![
-                    ("before".into(), opt_avro(if op == Op::Insert || op == Op::Refresh { None } else { before })),
+                    (
+                        "before".into(),
+                        opt_avro(if op == Op::Insert || op == Op::Refresh {
+                            None
+                        } else {
+                            before
+                        }),
+                    ),
                     ("after".into(), opt_avro(after)),
                     (
                         "source".into(),

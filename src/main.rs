@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cdc-relay", version, about = "Kafka CDC → DynamoDB relay that never loses or regresses data")]
+#[command(
+    name = "cdc-relay",
+    version,
+    about = "Kafka CDC → DynamoDB relay that never loses or regresses data"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

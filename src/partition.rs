@@ -85,7 +85,12 @@ impl PartitionActorState {
     }
 
     /// Marks `offset` complete and publishes the new commit position.
-    fn complete(&mut self, offset: i64, outcome: &'static str, received: Instant) -> Result<(), ActorProcessingErr> {
+    fn complete(
+        &mut self,
+        offset: i64,
+        outcome: &'static str,
+        received: Instant,
+    ) -> Result<(), ActorProcessingErr> {
         self.tracker.complete(offset)?;
         if let Some(c) = self.tracker.committable() {
             self.shared.set_committable(c);
@@ -101,7 +106,8 @@ impl PartitionActorState {
         let mut l = self.labels().to_vec();
         l.push(("outcome", outcome.to_string()));
         metrics::counter!("cdc_relay_records_processed_total", &l).increment(1);
-        metrics::histogram!("cdc_relay_processing_latency_seconds").record(received.elapsed().as_secs_f64());
+        metrics::histogram!("cdc_relay_processing_latency_seconds")
+            .record(received.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -114,7 +120,11 @@ impl PartitionActorState {
         let mut l = self.labels().to_vec();
         l.push(("reason", reason.to_string()));
         metrics::counter!("cdc_relay_poison_records_total", &l).increment(1);
-        self.deps.status.outcomes.poison.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.deps
+            .status
+            .outcomes
+            .poison
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stopped_at = Some(self.stopped_at.map_or(offset, |s| s.min(offset)));
         self.shared.set_stopped(Some(StopInfo {
             offset: self.stopped_at.unwrap_or(offset),
@@ -168,8 +178,12 @@ impl PartitionActorState {
         }
     }
 
-    async fn on_record(&mut self, myself: &ActorRef<PartitionMsg>, r: RecordIn) -> Result<(), ActorProcessingErr> {
-        if self.draining.is_some() || self.stopped_at.is_some() {
+    async fn on_record(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        r: RecordIn,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.draining.is_some() || self.stopped_at.is_some() || self.shared.is_draining() {
             // Not tracked, so never committed: it is fetched again by whoever owns the partition next.
             self.shared.sub_in_flight();
             return Ok(());
@@ -183,12 +197,22 @@ impl PartitionActorState {
             offset: r.offset,
         };
         let Some(route) = self.deps.routes.get(&r.topic) else {
-            self.stop_at(r.offset, ErrorClass::Poison, "no_route", format!("no route for topic {}", r.topic));
+            self.stop_at(
+                r.offset,
+                ErrorClass::Poison,
+                "no_route",
+                format!("no route for topic {}", r.topic),
+            );
             return Ok(());
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
         let decoded = loop {
-            match self.deps.decoder.decode(&route.cfg, r.payload.as_deref(), pos.clone()).await {
+            match self
+                .deps
+                .decoder
+                .decode(&route.cfg, r.payload.as_deref(), pos.clone())
+                .await
+            {
                 Ok(d) => break d,
                 Err(e) if e.class() == ErrorClass::Poison => {
                     self.stop_at(r.offset, ErrorClass::Poison, e.reason(), e.to_string());
@@ -256,7 +280,11 @@ impl PartitionActorState {
             WriteOutcome::Done => self.complete(offset, "written", received)?,
             WriteOutcome::Stale => self.complete(offset, "stale", received)?,
             WriteOutcome::Poison(e) => {
-                let reason = if e.message.contains("size") { "item_too_large" } else { "sink_rejected" };
+                let reason = if e.message.contains("size") {
+                    "item_too_large"
+                } else {
+                    "sink_rejected"
+                };
                 self.stop_at(offset, ErrorClass::Poison, reason, e.to_string());
             }
             WriteOutcome::Cancelled => self.shared.sub_in_flight(),
@@ -267,8 +295,13 @@ impl PartitionActorState {
             req: Arc::clone(&f.req),
             received: f.received,
         });
+        // While draining (revoke, shutdown) queued writes are not started: they stay uncommitted and
+        // the next owner of the partition replays them.
+        let draining = self.draining.is_some() || self.shared.is_draining();
         match next {
-            Some(n) if self.may_write(n.offset) && !self.cancel.is_cancelled() => self.spawn_write(myself, &n),
+            Some(n) if self.may_write(n.offset) && !self.cancel.is_cancelled() && !draining => {
+                self.spawn_write(myself, &n)
+            }
             _ => {
                 if let Some(rest) = self.keys.remove(&pk) {
                     for _ in rest {
@@ -287,7 +320,11 @@ impl Actor for PartitionActor {
     type State = PartitionActorState;
     type Arguments = PartitionArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<PartitionMsg>, args: PartitionArgs) -> Result<PartitionActorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PartitionMsg>,
+        args: PartitionArgs,
+    ) -> Result<PartitionActorState, ActorProcessingErr> {
         let cancel = CancellationToken::new();
         let tracker = OffsetTracker::new(args.state.committable());
         args.state.set_stopped(None);
@@ -304,7 +341,12 @@ impl Actor for PartitionActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<PartitionMsg>, msg: PartitionMsg, state: &mut PartitionActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        msg: PartitionMsg,
+        state: &mut PartitionActorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PartitionMsg::Record(r) => state.on_record(&myself, *r).await,
             PartitionMsg::WriteDone {
@@ -321,7 +363,11 @@ impl Actor for PartitionActor {
         }
     }
 
-    async fn post_stop(&self, _myself: ActorRef<PartitionMsg>, state: &mut PartitionActorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PartitionMsg>,
+        state: &mut PartitionActorState,
+    ) -> Result<(), ActorProcessingErr> {
         state.cancel.cancel();
         Ok(())
     }

@@ -32,7 +32,10 @@ pub enum RelayError {
     #[error("cannot start the actor tree: {0}")]
     Spawn(String),
     #[error("cannot bind the admin server on {listen}: {source}")]
-    Admin { listen: String, source: std::io::Error },
+    Admin {
+        listen: String,
+        source: std::io::Error,
+    },
 }
 
 /// Options that tests and embedders may set; the binary uses the defaults.
@@ -56,7 +59,10 @@ impl ChildSpec for ConsumerSpec {
         "consumer".into()
     }
 
-    fn spawn(&self, supervisor: ActorCell) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
+    fn spawn(
+        &self,
+        supervisor: ActorCell,
+    ) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
         let args = ConsumerArgs {
             config: Arc::clone(&self.config),
             deps: Arc::clone(&self.deps),
@@ -121,12 +127,16 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         None
     } else {
         Some(
-            crate::admin::serve(&config.admin.listen, Arc::clone(&status), admin_cancel.clone())
-                .await
-                .map_err(|source| RelayError::Admin {
-                    listen: config.admin.listen.clone(),
-                    source,
-                })?,
+            crate::admin::serve(
+                &config.admin.listen,
+                Arc::clone(&status),
+                admin_cancel.clone(),
+            )
+            .await
+            .map_err(|source| RelayError::Admin {
+                listen: config.admin.listen.clone(),
+                source,
+            })?,
         )
     };
     let current = Arc::new(Mutex::new(None));
@@ -182,7 +192,8 @@ impl RelayHandle {
         if let Some(c) = self.consumer() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if c.cast(ConsumerMsg::Shutdown(tx)).is_ok() {
-                let _ = tokio::time::timeout(self.shutdown_timeout + Duration::from_secs(5), rx).await;
+                let _ =
+                    tokio::time::timeout(self.shutdown_timeout + Duration::from_secs(5), rx).await;
             }
         }
         self.finish().await;
@@ -193,7 +204,12 @@ impl RelayHandle {
         if let Some(c) = self.consumer() {
             let _ = c.cast(ConsumerMsg::Abort);
             for _ in 0..200 {
-                if !matches!(c.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting | ractor::ActorStatus::Upgrading) {
+                if !matches!(
+                    c.get_status(),
+                    ractor::ActorStatus::Running
+                        | ractor::ActorStatus::Starting
+                        | ractor::ActorStatus::Upgrading
+                ) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

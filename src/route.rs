@@ -80,7 +80,12 @@ impl Route {
     }
 
     /// Builds the write for `ev`. `kafka_ts_ms` is used for `_ts` when the source has no time.
-    pub fn build(&self, ev: ChangeEvent, kafka_ts_ms: Option<i64>, max_item_bytes: usize) -> Result<WriteRequest, RouteError> {
+    pub fn build(
+        &self,
+        ev: ChangeEvent,
+        kafka_ts_ms: Option<i64>,
+        max_item_bytes: usize,
+    ) -> Result<WriteRequest, RouteError> {
         let (image_name, image) = match ev.op {
             Op::Delete => ("before", ev.before.as_ref().or(ev.after.as_ref())),
             _ => ("after", ev.after.as_ref()),
@@ -120,7 +125,10 @@ impl Route {
                 meta(&mut item, true);
                 if let Some(ttl) = self.cfg.tombstone_ttl {
                     let expires = ts / 1000 + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-                    item.insert(self.cfg.tombstone_ttl_attribute.clone(), Value::Number(expires.to_string()));
+                    item.insert(
+                        self.cfg.tombstone_ttl_attribute.clone(),
+                        Value::Number(expires.to_string()),
+                    );
                 }
                 WriteKind::Put(item)
             }
@@ -166,7 +174,12 @@ fn value_size(v: &Value) -> usize {
         Value::String(s) => s.len(),
         Value::Bytes(b) => b.len(),
         Value::List(l) => 3 + l.iter().map(|x| 1 + value_size(x)).sum::<usize>(),
-        Value::Map(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + value_size(x)).sum::<usize>(),
+        Value::Map(m) => {
+            3 + m
+                .iter()
+                .map(|(k, x)| 1 + k.len() + value_size(x))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -184,7 +197,10 @@ mod tests {
     }
 
     fn ev(op: Op, row: &[(&str, Value)]) -> ChangeEvent {
-        let r: BTreeMap<_, _> = row.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let r: BTreeMap<_, _> = row
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         ChangeEvent {
             op,
             table: "t".into(),
@@ -192,41 +208,93 @@ mod tests {
             after: (op != Op::Delete).then_some(r),
             seq: Seq::from_u128(7),
             ts_ms: Some(5000),
-            source: SourcePos { topic: "t".into(), partition: 1, offset: 9 },
+            source: SourcePos {
+                topic: "t".into(),
+                partition: 1,
+                offset: 9,
+            },
         }
     }
 
     #[test]
     fn put_carries_metadata_and_composite_key() {
         let w = route("")
-            .build(ev(Op::Update, &[("id", Value::Number("4".into())), ("region", Value::String("eu".into())), ("n", Value::Null)]), None, 1000)
+            .build(
+                ev(
+                    Op::Update,
+                    &[
+                        ("id", Value::Number("4".into())),
+                        ("region", Value::String("eu".into())),
+                        ("n", Value::Null),
+                    ],
+                ),
+                None,
+                1000,
+            )
             .unwrap();
         assert_eq!(w.pk, "4#eu");
-        let WriteKind::Put(item) = w.kind else { panic!() };
+        let WriteKind::Put(item) = w.kind else {
+            panic!()
+        };
         assert_eq!(item["pk"], Value::String("4#eu".into()));
         assert_eq!(item["_src"], Value::String("t/1/9".into()));
         assert_eq!(item["_deleted"], Value::Bool(false));
-        assert_eq!(item["_seq"].key_text().unwrap().len(), crate::event::SEQ_WIDTH);
+        assert_eq!(
+            item["_seq"].key_text().unwrap().len(),
+            crate::event::SEQ_WIDTH
+        );
     }
 
     #[test]
     fn delete_is_a_tombstone_by_default_and_hard_on_request() {
-        let row = [("id", Value::Number("4".into())), ("region", Value::String("eu".into())), ("big", Value::String("x".into()))];
-        let w = route("tombstone_ttl = '1h'").build(ev(Op::Delete, &row), None, 1000).unwrap();
-        let WriteKind::Put(item) = w.kind else { panic!() };
+        let row = [
+            ("id", Value::Number("4".into())),
+            ("region", Value::String("eu".into())),
+            ("big", Value::String("x".into())),
+        ];
+        let w = route("tombstone_ttl = '1h'")
+            .build(ev(Op::Delete, &row), None, 1000)
+            .unwrap();
+        let WriteKind::Put(item) = w.kind else {
+            panic!()
+        };
         assert_eq!(item["_deleted"], Value::Bool(true));
         assert!(!item.contains_key("big"));
         assert_eq!(item["_ttl"], Value::Number((5 + 3600).to_string()));
-        let w = route("delete = 'hard'").build(ev(Op::Delete, &row), None, 1000).unwrap();
+        let w = route("delete = 'hard'")
+            .build(ev(Op::Delete, &row), None, 1000)
+            .unwrap();
         assert_eq!(w.kind, WriteKind::Delete);
     }
 
     #[test]
     fn missing_key_and_oversize_are_poison() {
-        let e = route("").build(ev(Op::Insert, &[("id", Value::Number("4".into()))]), None, 1000).unwrap_err();
-        assert_eq!(e, RouteError::MissingKey { column: "region".into(), image: "after" });
         let e = route("")
-            .build(ev(Op::Insert, &[("id", Value::Number("4".into())), ("region", Value::String("x".repeat(2000)))]), None, 1000)
+            .build(
+                ev(Op::Insert, &[("id", Value::Number("4".into()))]),
+                None,
+                1000,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e,
+            RouteError::MissingKey {
+                column: "region".into(),
+                image: "after"
+            }
+        );
+        let e = route("")
+            .build(
+                ev(
+                    Op::Insert,
+                    &[
+                        ("id", Value::Number("4".into())),
+                        ("region", Value::String("x".repeat(2000))),
+                    ],
+                ),
+                None,
+                1000,
+            )
             .unwrap_err();
         assert!(matches!(e, RouteError::ItemTooLarge { limit: 1000, .. }));
         assert_eq!(e.class(), ErrorClass::Poison);

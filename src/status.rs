@@ -31,6 +31,7 @@ pub struct PartitionState {
     high_watermark: AtomicI64,
     in_flight: AtomicUsize,
     paused: AtomicBool,
+    draining: AtomicBool,
     stopped: Mutex<Option<StopInfo>>,
 }
 
@@ -44,6 +45,7 @@ impl PartitionState {
             high_watermark: AtomicI64::new(NONE),
             in_flight: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             stopped: Mutex::new(None),
         })
     }
@@ -83,7 +85,9 @@ impl PartitionState {
     pub fn sub_in_flight(&self) {
         let _ = self
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(1)));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(1))
+            });
     }
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
@@ -91,12 +95,27 @@ impl PartitionState {
     pub fn set_paused(&self, p: bool) {
         self.paused.store(p, Ordering::Release);
     }
+    /// Set by the consumer thread on revoke/shutdown: the actor discards queued records at once
+    /// (they are not tracked, so never committed) instead of processing its mailbox backlog.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
     pub fn stopped(&self) -> Option<StopInfo> {
         self.stopped.lock().ok().and_then(|s| s.clone())
     }
     pub fn set_stopped(&self, info: Option<StopInfo>) {
-        let label = [("topic", self.topic.clone()), ("partition", self.partition.to_string())];
-        metrics::gauge!("cdc_relay_partition_stopped", &label).set(if info.is_some() { 1.0 } else { 0.0 });
+        let label = [
+            ("topic", self.topic.clone()),
+            ("partition", self.partition.to_string()),
+        ];
+        metrics::gauge!("cdc_relay_partition_stopped", &label).set(if info.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         if let Ok(mut s) = self.stopped.lock() {
             *s = info;
         }
@@ -218,7 +237,10 @@ impl StatusBoard {
     }
 
     pub fn phase(&self) -> ConsumerPhase {
-        self.phase.lock().map(|p| *p).unwrap_or(ConsumerPhase::Stopped)
+        self.phase
+            .lock()
+            .map(|p| *p)
+            .unwrap_or(ConsumerPhase::Stopped)
     }
 
     pub fn set_bootstrap(&self, b: &str) {
@@ -241,12 +263,18 @@ impl StatusBoard {
         }
         for (name, h) in self.sinks.lock().map(|s| s.clone()).unwrap_or_default() {
             if h.is_misconfigured() {
-                why.push(format!("sink {name} misconfigured: {}", h.last_error().unwrap_or_default()));
+                why.push(format!(
+                    "sink {name} misconfigured: {}",
+                    h.last_error().unwrap_or_default()
+                ));
             }
         }
         for p in self.partitions() {
             if let Some(s) = p.stopped() {
-                why.push(format!("{}/{} stopped at offset {}: {}", p.topic, p.partition, s.offset, s.error));
+                why.push(format!(
+                    "{}/{} stopped at offset {}: {}",
+                    p.topic, p.partition, s.offset, s.error
+                ));
             }
         }
         (why.is_empty(), why)

@@ -84,7 +84,8 @@ impl RestartBudget {
             .backoff_initial
             .saturating_mul(factor)
             .min(self.policy.backoff_max);
-        metrics::counter!("cdc_relay_actor_restarts_total", "actor" => child_kind(child)).increment(1);
+        metrics::counter!("cdc_relay_actor_restarts_total", "actor" => child_kind(child))
+            .increment(1);
         Decision::Restart {
             after,
             attempt: recent + 1,
@@ -257,22 +258,37 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(
             b.on_failure("x", t0),
-            Decision::Restart { after: Duration::from_millis(10), attempt: 1 }
+            Decision::Restart {
+                after: Duration::from_millis(10),
+                attempt: 1
+            }
         );
         assert_eq!(
             b.on_failure("x", t0),
-            Decision::Restart { after: Duration::from_millis(20), attempt: 2 }
+            Decision::Restart {
+                after: Duration::from_millis(20),
+                attempt: 2
+            }
         );
         assert_eq!(
             b.on_failure("x", t0),
-            Decision::Restart { after: Duration::from_millis(40), attempt: 3 }
+            Decision::Restart {
+                after: Duration::from_millis(40),
+                attempt: 3
+            }
         );
         assert_eq!(b.on_failure("x", t0), Decision::Escalate { restarts: 3 });
         // Other children have their own budget.
-        assert!(matches!(b.on_failure("y", t0), Decision::Restart { attempt: 1, .. }));
+        assert!(matches!(
+            b.on_failure("y", t0),
+            Decision::Restart { attempt: 1, .. }
+        ));
         // Failures older than the period no longer count.
         let later = t0 + Duration::from_secs(11);
-        assert!(matches!(b.on_failure("x", later), Decision::Restart { attempt: 1, .. }));
+        assert!(matches!(
+            b.on_failure("x", later),
+            Decision::Restart { attempt: 1, .. }
+        ));
     }
 
     /// A child that counts its starts and panics when told to.
@@ -287,7 +303,12 @@ mod tests {
             self.starts.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
-        async fn handle(&self, _: ActorRef<bool>, m: bool, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<bool>,
+            m: bool,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
             if m {
                 panic!("told to crash");
             }
@@ -301,10 +322,14 @@ mod tests {
         fn name(&self) -> String {
             "crashy".into()
         }
-        fn spawn(&self, sup: ActorCell) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
+        fn spawn(
+            &self,
+            sup: ActorCell,
+        ) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
             let starts = Arc::clone(&self.starts);
             Box::pin(async move {
-                let (r, _) = Actor::spawn_linked(Some("crashy".into()), Crashy { starts }, (), sup).await?;
+                let (r, _) =
+                    Actor::spawn_linked(Some("crashy".into()), Crashy { starts }, (), sup).await?;
                 Ok(r.get_cell())
             })
         }
@@ -342,7 +367,9 @@ mod tests {
             Supervisor,
             SupervisorArgs {
                 policy: policy(2),
-                children: vec![Arc::new(CrashySpec { starts: Arc::clone(&starts) })],
+                children: vec![Arc::new(CrashySpec {
+                    starts: Arc::clone(&starts),
+                })],
                 escalate_to: Some(tx),
             },
         )
@@ -358,9 +385,15 @@ mod tests {
         assert!(rx.try_recv().is_err(), "must not escalate within budget");
         // Third crash within the period: escalation, and the root stops.
         crash_child().await;
-        let reason = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(reason.contains("crashy failed 2 times"), "{reason}");
-        tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(starts.load(Ordering::SeqCst), 3);
         drop(sup);
     }

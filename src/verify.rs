@@ -42,7 +42,11 @@ impl Verdict {
 }
 
 /// Every item of `table`, keyed by `pk_attribute`.
-pub async fn scan_table(client: &Client, table: &str, pk_attribute: &str) -> Result<BTreeMap<String, BTreeMap<String, Value>>, VerifyError> {
+pub async fn scan_table(
+    client: &Client,
+    table: &str,
+    pk_attribute: &str,
+) -> Result<BTreeMap<String, BTreeMap<String, Value>>, VerifyError> {
     let mut out = BTreeMap::new();
     let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
     loop {
@@ -58,7 +62,10 @@ pub async fn scan_table(client: &Client, table: &str, pk_attribute: &str) -> Res
                 message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
             })?;
         for item in resp.items() {
-            let m: BTreeMap<String, Value> = item.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect();
+            let m: BTreeMap<String, Value> = item
+                .iter()
+                .map(|(k, v)| (k.clone(), from_attr(v)))
+                .collect();
             if let Some(pk) = m.get(pk_attribute).and_then(Value::key_text) {
                 out.insert(pk, m);
             }
@@ -81,15 +88,23 @@ pub fn normalize_number(n: &str) -> String {
     let int = int.trim_start_matches('0');
     let frac = frac.trim_end_matches('0');
     let int = if int.is_empty() { "0" } else { int };
-    let s = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+    let s = if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    };
     if neg && s != "0" { format!("-{s}") } else { s }
 }
 
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => normalize_number(x) == normalize_number(y),
-        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
-        (Value::Map(x), Value::Map(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
+        (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -128,11 +143,19 @@ pub fn compare_table(
             verdict.matched += 1;
         }
     }
-    verdict.unexpected_items += actual.keys().filter(|pk| !expected.contains_key(*pk)).count();
+    verdict.unexpected_items += actual
+        .keys()
+        .filter(|pk| !expected.contains_key(*pk))
+        .count();
 }
 
 /// Compares every table of `expected` with DynamoDB.
-pub async fn verify(client: &Client, expected: &ExpectedState, table_of: impl Fn(&str) -> String, pk_attribute: &str) -> Result<Verdict, VerifyError> {
+pub async fn verify(
+    client: &Client,
+    expected: &ExpectedState,
+    table_of: impl Fn(&str) -> String,
+    pk_attribute: &str,
+) -> Result<Verdict, VerifyError> {
     let mut v = Verdict::default();
     for (t, items) in &expected.tables {
         let name = table_of(t);
@@ -157,15 +180,40 @@ mod tests {
 
     #[test]
     fn compare_detects_each_difference() {
-        let item = |pairs: &[(&str, Value)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>();
-        let exp = BTreeMap::from([("1".to_string(), item(&[("pk", Value::String("1".into())), ("n", Value::Number("1.50".into()))]))]);
+        let item = |pairs: &[(&str, Value)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let exp = BTreeMap::from([(
+            "1".to_string(),
+            item(&[
+                ("pk", Value::String("1".into())),
+                ("n", Value::Number("1.50".into())),
+            ]),
+        )]);
         let mut ok = Verdict::default();
-        let act = BTreeMap::from([("1".to_string(), item(&[("pk", Value::String("1".into())), ("n", Value::Number("1.5".into())), ("_ts", Value::Number("3".into()))]))]);
+        let act = BTreeMap::from([(
+            "1".to_string(),
+            item(&[
+                ("pk", Value::String("1".into())),
+                ("n", Value::Number("1.5".into())),
+                ("_ts", Value::Number("3".into())),
+            ]),
+        )]);
         compare_table("t", &exp, &act, &mut ok);
         assert!(ok.is_exact(), "{ok:?}");
         let mut bad = Verdict::default();
         let act = BTreeMap::from([
-            ("1".to_string(), item(&[("pk", Value::String("1".into())), ("n", Value::Number("2".into())), ("x", Value::Null)])),
+            (
+                "1".to_string(),
+                item(&[
+                    ("pk", Value::String("1".into())),
+                    ("n", Value::Number("2".into())),
+                    ("x", Value::Null),
+                ]),
+            ),
             ("2".to_string(), item(&[])),
         ]);
         compare_table("t", &exp, &act, &mut bad);

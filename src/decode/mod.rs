@@ -37,11 +37,13 @@ impl DecodeError {
     pub fn class(&self) -> ErrorClass {
         match self {
             DecodeError::Registry { source, .. } => match source {
-                RegistryError::NotFound { .. } | RegistryError::BadSchema { .. } => ErrorClass::Poison,
-                RegistryError::Unavailable { .. } => ErrorClass::Retryable,
-                RegistryError::Unauthorized { .. } | RegistryError::NotConfigured | RegistryError::Rejected { .. } => {
-                    ErrorClass::Misconfiguration
+                RegistryError::NotFound { .. } | RegistryError::BadSchema { .. } => {
+                    ErrorClass::Poison
                 }
+                RegistryError::Unavailable { .. } => ErrorClass::Retryable,
+                RegistryError::Unauthorized { .. }
+                | RegistryError::NotConfigured
+                | RegistryError::Rejected { .. } => ErrorClass::Misconfiguration,
             },
             _ => ErrorClass::Poison,
         }
@@ -52,8 +54,14 @@ impl DecodeError {
         match self {
             DecodeError::Wire(avro::WireError::BadMagic(_)) => "bad_magic",
             DecodeError::Wire(avro::WireError::TooShort(_)) => "too_short",
-            DecodeError::Registry { source: RegistryError::NotFound { .. }, .. } => "unknown_schema_id",
-            DecodeError::Registry { source: RegistryError::BadSchema { .. }, .. } => "bad_schema",
+            DecodeError::Registry {
+                source: RegistryError::NotFound { .. },
+                ..
+            } => "unknown_schema_id",
+            DecodeError::Registry {
+                source: RegistryError::BadSchema { .. },
+                ..
+            } => "bad_schema",
             DecodeError::Registry { .. } => "registry_unavailable",
             DecodeError::Avro { .. } | DecodeError::Value { .. } => "avro_decode",
             DecodeError::Json(_) => "json_decode",
@@ -79,7 +87,12 @@ impl Decoder {
     }
 
     /// Decodes one record's value for `route`. `payload = None` is a Kafka tombstone.
-    pub async fn decode(&self, route: &RouteConfig, payload: Option<&[u8]>, pos: SourcePos) -> Result<Decoded, DecodeError> {
+    pub async fn decode(
+        &self,
+        route: &RouteConfig,
+        payload: Option<&[u8]>,
+        pos: SourcePos,
+    ) -> Result<Decoded, DecodeError> {
         let Some(payload) = payload else {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         };
@@ -91,7 +104,8 @@ impl Decoder {
                     .schema(id)
                     .await
                     .map_err(|source| DecodeError::Registry { id, source })?;
-                let datum = avro::decode_datum(&writer, body).map_err(|message| DecodeError::Avro { id, message })?;
+                let datum = avro::decode_datum(&writer, body)
+                    .map_err(|message| DecodeError::Avro { id, message })?;
                 value::convert(&datum, &writer.schema, &writer.names, route.temporal)
                     .map_err(|source| DecodeError::Value { id, source })?
             }
@@ -99,8 +113,8 @@ impl Decoder {
                 if payload.is_empty() {
                     return Ok(Decoded::Skipped(Skip::Tombstone));
                 }
-                let j: serde_json::Value =
-                    serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
+                let j: serde_json::Value = serde_json::from_slice(payload)
+                    .map_err(|e| DecodeError::Json(e.to_string()))?;
                 Value::from_json(&j)
             }
         };

@@ -40,7 +40,11 @@ pub enum RegistryError {
     BadSchema { id: u32, message: String },
     /// Any other 4xx (e.g. 422 invalid schema on register).
     #[error("schema registry request failed (HTTP {status}, code {code}): {message}")]
-    Rejected { status: u16, code: i64, message: String },
+    Rejected {
+        status: u16,
+        code: i64,
+        message: String,
+    },
     #[error("schema registry is not configured (set schema_registry.url or schemas_dir)")]
     NotConfigured,
 }
@@ -48,7 +52,10 @@ pub enum RegistryError {
 impl RegistryError {
     /// Whether a record that needs this schema is poison (can never succeed).
     pub fn is_poison(&self) -> bool {
-        matches!(self, RegistryError::NotFound { .. } | RegistryError::BadSchema { .. })
+        matches!(
+            self,
+            RegistryError::NotFound { .. } | RegistryError::BadSchema { .. }
+        )
     }
 }
 
@@ -98,7 +105,10 @@ impl RegistryClient {
             })?;
         Ok(RegistryClient {
             inner: Arc::new(Inner {
-                base_url: cfg.url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+                base_url: cfg
+                    .url
+                    .as_ref()
+                    .map(|u| u.trim_end_matches('/').to_string()),
                 http,
                 auth: cfg.username.clone().map(|u| (u, cfg.password.clone())),
                 max_attempts: cfg.max_attempts.max(1),
@@ -115,7 +125,13 @@ impl RegistryClient {
 
     /// The writer schema for `id`, from the cache, `schemas_dir`, or the registry.
     pub async fn schema(&self, id: u32) -> Result<Arc<WriterSchema>, RegistryError> {
-        if let Some(s) = self.inner.cache.read().ok().and_then(|c| c.get(&id).cloned()) {
+        if let Some(s) = self
+            .inner
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(&id).cloned())
+        {
             return Ok(s);
         }
         let text = match self.from_dir(id)? {
@@ -155,19 +171,28 @@ impl RegistryClient {
     }
 
     async fn fetch(&self, id: u32) -> Result<String, RegistryError> {
-        let base = self.inner.base_url.as_ref().ok_or(RegistryError::NotConfigured)?;
+        let base = self
+            .inner
+            .base_url
+            .as_ref()
+            .ok_or(RegistryError::NotConfigured)?;
         let url = format!("{base}/schemas/ids/{id}");
         let body = self
             .with_retries(|| self.request(reqwest::Method::GET, &url, None))
             .await
             .map_err(|e| match e {
-                RegistryError::Rejected { status: 404, message, .. } => RegistryError::NotFound { id, message },
+                RegistryError::Rejected {
+                    status: 404,
+                    message,
+                    ..
+                } => RegistryError::NotFound { id, message },
                 other => other,
             })?;
-        let resp: SchemaResponse = serde_json::from_str(&body).map_err(|e| RegistryError::BadSchema {
-            id,
-            message: format!("unexpected response body: {e}"),
-        })?;
+        let resp: SchemaResponse =
+            serde_json::from_str(&body).map_err(|e| RegistryError::BadSchema {
+                id,
+                message: format!("unexpected response body: {e}"),
+            })?;
         if let Some(t) = resp.schema_type
             && t != "AVRO"
         {
@@ -181,7 +206,11 @@ impl RegistryClient {
 
     /// Registers `schema` under `subject` and returns its id (idempotent on the registry side).
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let base = self.inner.base_url.as_ref().ok_or(RegistryError::NotConfigured)?;
+        let base = self
+            .inner
+            .base_url
+            .as_ref()
+            .ok_or(RegistryError::NotConfigured)?;
         let url = format!("{base}/subjects/{subject}/versions");
         let payload = serde_json::json!({ "schema": schema }).to_string();
         let body = self
@@ -220,12 +249,16 @@ impl RegistryClient {
         }
     }
 
-    async fn request(&self, method: reqwest::Method, url: &str, body: Option<String>) -> Result<String, RegistryError> {
-        let mut req = self
-            .inner
-            .http
-            .request(method, url)
-            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<String, RegistryError> {
+        let mut req = self.inner.http.request(method, url).header(
+            "Accept",
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
         if let Some((u, p)) = &self.inner.auth {
             req = req.basic_auth(u, p.as_ref());
         }

@@ -34,7 +34,12 @@ pub enum ValueError {
 }
 
 /// Converts `v` (decoded with `schema`) to an `event::Value`.
-pub fn convert(v: &Avro, schema: &Schema, names: &Names, mode: TemporalMode) -> Result<Value, ValueError> {
+pub fn convert(
+    v: &Avro,
+    schema: &Schema,
+    names: &Names,
+    mode: TemporalMode,
+) -> Result<Value, ValueError> {
     conv(v, schema, names, mode, "$")
 }
 
@@ -45,7 +50,13 @@ fn mismatch(path: &str, detail: impl Into<String>) -> ValueError {
     }
 }
 
-fn conv(v: &Avro, schema: &Schema, names: &Names, mode: TemporalMode, path: &str) -> Result<Value, ValueError> {
+fn conv(
+    v: &Avro,
+    schema: &Schema,
+    names: &Names,
+    mode: TemporalMode,
+    path: &str,
+) -> Result<Value, ValueError> {
     if let Schema::Ref { name } = schema {
         let s = names
             .get(name)
@@ -74,7 +85,12 @@ fn conv(v: &Avro, schema: &Schema, names: &Names, mode: TemporalMode, path: &str
             let unscaled = BigInt::from(d.clone());
             Value::Number(scale_decimal(&unscaled.to_string(), ds.scale))
         }
-        (Avro::Decimal(_), other) => return Err(mismatch(path, format!("decimal value with schema {other:?}"))),
+        (Avro::Decimal(_), other) => {
+            return Err(mismatch(
+                path,
+                format!("decimal value with schema {other:?}"),
+            ));
+        }
         (Avro::BigDecimal(d), _) => Value::Number(d.to_plain_string()),
         (Avro::Date(days), _) => match mode {
             TemporalMode::Epoch => Value::Number(days.to_string()),
@@ -82,9 +98,15 @@ fn conv(v: &Avro, schema: &Schema, names: &Names, mode: TemporalMode, path: &str
         },
         (Avro::TimeMillis(ms), _) => Value::Number(ms.to_string()),
         (Avro::TimeMicros(us), _) => Value::Number(us.to_string()),
-        (Avro::TimestampMillis(t), _) | (Avro::LocalTimestampMillis(t), _) => temporal(*t, 1_000, mode),
-        (Avro::TimestampMicros(t), _) | (Avro::LocalTimestampMicros(t), _) => temporal(*t, 1_000_000, mode),
-        (Avro::TimestampNanos(t), _) | (Avro::LocalTimestampNanos(t), _) => temporal(*t, 1_000_000_000, mode),
+        (Avro::TimestampMillis(t), _) | (Avro::LocalTimestampMillis(t), _) => {
+            temporal(*t, 1_000, mode)
+        }
+        (Avro::TimestampMicros(t), _) | (Avro::LocalTimestampMicros(t), _) => {
+            temporal(*t, 1_000_000, mode)
+        }
+        (Avro::TimestampNanos(t), _) | (Avro::LocalTimestampNanos(t), _) => {
+            temporal(*t, 1_000_000_000, mode)
+        }
         (Avro::Duration(d), _) => {
             let m: u32 = d.months().into();
             let days: u32 = d.days().into();
@@ -104,7 +126,12 @@ fn conv(v: &Avro, schema: &Schema, names: &Names, mode: TemporalMode, path: &str
         ),
         (Avro::Map(m), Schema::Map(ms)) => Value::Map(
             m.iter()
-                .map(|(k, x)| Ok((k.clone(), conv(x, &ms.types, names, mode, &format!("{path}.{k}"))?)))
+                .map(|(k, x)| {
+                    Ok((
+                        k.clone(),
+                        conv(x, &ms.types, names, mode, &format!("{path}.{k}"))?,
+                    ))
+                })
                 .collect::<Result<_, ValueError>>()?,
         ),
         (Avro::Record(fields), Schema::Record(rs)) => {
@@ -115,11 +142,19 @@ fn conv(v: &Avro, schema: &Schema, names: &Names, mode: TemporalMode, path: &str
                     .iter()
                     .find(|f| &f.name == name)
                     .ok_or_else(|| mismatch(path, format!("field {name} not in schema")))?;
-                out.insert(name.clone(), conv(x, &fs.schema, names, mode, &format!("{path}.{name}"))?);
+                out.insert(
+                    name.clone(),
+                    conv(x, &fs.schema, names, mode, &format!("{path}.{name}"))?,
+                );
             }
             Value::Map(out)
         }
-        (v, s) => return Err(mismatch(path, format!("{:?} value with schema {s:?}", kind(v)))),
+        (v, s) => {
+            return Err(mismatch(
+                path,
+                format!("{:?} value with schema {s:?}", kind(v)),
+            ));
+        }
     })
 }
 
@@ -134,7 +169,10 @@ fn kind(v: &Avro) -> &'static str {
 
 fn float(f: f64, path: &str) -> Result<Value, ValueError> {
     if !f.is_finite() {
-        return Err(mismatch(path, format!("{f} cannot be stored as a DynamoDB number")));
+        return Err(mismatch(
+            path,
+            format!("{f} cannot be stored as a DynamoDB number"),
+        ));
     }
     Ok(Value::Number(format!("{f}")))
 }

@@ -15,13 +15,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
 
 use crate::config::{Config, KafkaConfig};
 use crate::partition::{PartitionActor, PartitionArgs, PartitionDeps, PartitionMsg, RecordIn};
@@ -63,15 +63,23 @@ struct Shared {
 }
 
 impl Shared {
-    fn spawn_partition(&self, topic: &str, partition: i32, state: Option<Arc<PartitionState>>) -> Option<Slot> {
+    fn spawn_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        state: Option<Arc<PartitionState>>,
+    ) -> Option<Slot> {
         let state = state.unwrap_or_else(|| PartitionState::new(topic, partition));
         let args = PartitionArgs {
             deps: Arc::clone(&self.deps),
             state: Arc::clone(&state),
         };
-        let spawned = self
-            .rt
-            .block_on(Actor::spawn_linked(None, PartitionActor, args, self.supervisor.clone()));
+        let spawned = self.rt.block_on(Actor::spawn_linked(
+            None,
+            PartitionActor,
+            args,
+            self.supervisor.clone(),
+        ));
         match spawned {
             Ok((actor, _)) => Some(Slot { actor, state }),
             Err(e) => {
@@ -91,8 +99,12 @@ impl Shared {
         let waits: Vec<_> = slots
             .iter()
             .filter_map(|(tp, s)| {
+                s.state.set_draining();
                 let (tx, rx) = std_mpsc::channel();
-                s.actor.cast(PartitionMsg::Drain(tx)).ok().map(|_| (tp.clone(), rx))
+                s.actor
+                    .cast(PartitionMsg::Drain(tx))
+                    .ok()
+                    .map(|_| (tp.clone(), rx))
             })
             .collect();
         for (tp, rx) in waits {
@@ -126,10 +138,12 @@ impl Shared {
                         s.state.set_committed(c);
                     }
                 }
-                metrics::counter!("cdc_relay_commits_total", "result" => "ok", "mode" => "sync").increment(1);
+                metrics::counter!("cdc_relay_commits_total", "result" => "ok", "mode" => "sync")
+                    .increment(1);
             }
             Err(e) => {
-                metrics::counter!("cdc_relay_commits_total", "result" => "error", "mode" => "sync").increment(1);
+                metrics::counter!("cdc_relay_commits_total", "result" => "error", "mode" => "sync")
+                    .increment(1);
                 tracing::error!(error = %e, "synchronous commit failed; the records will be replayed (version guards absorb it)");
             }
         }
@@ -167,7 +181,8 @@ impl ClientContext for RelayContext {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&error)).increment(1);
+        metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&error))
+            .increment(1);
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
@@ -188,7 +203,9 @@ impl ConsumerContext for RelayContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked: Vec<(Tp, Slot)> = {
-                    let Ok(mut slots) = sh.slots.lock() else { return };
+                    let Ok(mut slots) = sh.slots.lock() else {
+                        return;
+                    };
                     tpl.elements()
                         .iter()
                         .filter_map(|e| {
@@ -197,7 +214,7 @@ impl ConsumerContext for RelayContext {
                         })
                         .collect()
                 };
-                tracing::info!(partitions = revoked.len(), lost = consumer.assignment_lost(), "partitions revoked");
+                tracing::info!(partitions = ?revoked.iter().map(|(tp, _)| tp).collect::<Vec<_>>(), lost = consumer.assignment_lost(), "partitions revoked");
                 if !sh.closing.load(Ordering::Acquire) && !consumer.assignment_lost() {
                     sh.drain(&revoked, sh.drain_timeout);
                     sh.commit_sync(consumer, &revoked);
@@ -220,9 +237,20 @@ impl ConsumerContext for RelayContext {
                         }
                     }
                 }
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                tracing::info!(partitions = ?tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>(), "partitions assigned");
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // librdkafka keeps a partition's pause flag across revoke and re-assign; a fresh partition
+        // actor starts unpaused, so the partition must be too.
+        if let Rebalance::Assign(tpl) = rebalance
+            && tpl.count() > 0
+            && let Err(e) = consumer.resume(tpl)
+        {
+            tracing::warn!(error = %e, "resume of newly assigned partitions failed");
         }
     }
 
@@ -230,7 +258,10 @@ impl ConsumerContext for RelayContext {
         match result {
             Ok(()) => {
                 for e in offsets.elements() {
-                    if let (Offset::Offset(o), Some(s)) = (e.offset(), self.shared.slot(&(e.topic().to_string(), e.partition()))) {
+                    if let (Offset::Offset(o), Some(s)) = (
+                        e.offset(),
+                        self.shared.slot(&(e.topic().to_string(), e.partition())),
+                    ) {
                         s.state.set_committed(o);
                         metrics::gauge!("cdc_relay_committed_offset", "topic" => e.topic().to_string(), "partition" => e.partition().to_string())
                             .set(o as f64);
@@ -248,7 +279,10 @@ impl ConsumerContext for RelayContext {
 /// Commands to the poll thread.
 enum Cmd {
     /// A failed partition actor was replaced: swap it in and seek back to the last completed offset.
-    Replace { tp: Tp, actor: ActorRef<PartitionMsg> },
+    Replace {
+        tp: Tp,
+        actor: ActorRef<PartitionMsg>,
+    },
     /// Stop polling. Graceful: drain, commit, leave the group. Otherwise (abort): commit nothing.
     Stop {
         graceful: bool,
@@ -290,7 +324,11 @@ impl PollLoop {
             while let Ok(cmd) = self.cmds.try_recv() {
                 match cmd {
                     Cmd::Replace { tp, actor } => self.replace(tp, actor),
-                    Cmd::Stop { graceful, deadline, done } => {
+                    Cmd::Stop {
+                        graceful,
+                        deadline,
+                        done,
+                    } => {
                         self.stop(graceful, deadline);
                         if let Some(d) = done {
                             let _ = d.send(());
@@ -302,7 +340,8 @@ impl PollLoop {
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => self.dispatch(&m),
                 Some(Err(e)) => {
-                    metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&e)).increment(1);
+                    metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&e))
+                        .increment(1);
                     tracing::warn!(error = %e, "consumer poll error");
                 }
                 None => {}
@@ -330,7 +369,11 @@ impl PollLoop {
             received: Instant::now(),
         };
         let n = slot.state.add_in_flight();
-        if slot.actor.cast(PartitionMsg::Record(Box::new(rec))).is_err() {
+        if slot
+            .actor
+            .cast(PartitionMsg::Record(Box::new(rec)))
+            .is_err()
+        {
             // The actor died; its supervisor replaces it and seeks back. Not tracked, not committed.
             slot.state.sub_in_flight();
             return;
@@ -343,14 +386,26 @@ impl PollLoop {
     fn set_paused(&self, tp: &Tp, slot: &Slot, paused: bool) {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.0, tp.1);
-        let r = if paused { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        let r = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
         match r {
             Ok(()) => {
                 slot.state.set_paused(paused);
-                let n = self.shared.status.partitions().iter().filter(|p| p.is_paused()).count();
+                let n = self
+                    .shared
+                    .status
+                    .partitions()
+                    .iter()
+                    .filter(|p| p.is_paused())
+                    .count();
                 metrics::gauge!("cdc_relay_paused_partitions").set(n as f64);
             }
-            Err(e) => tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "pause/resume failed"),
+            Err(e) => {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "pause/resume failed")
+            }
         }
     }
 
@@ -366,7 +421,10 @@ impl PollLoop {
             let stopped = s.state.stopped().is_some();
             if stopped && !s.state.is_paused() {
                 self.set_paused(&tp, &s, true);
-            } else if !stopped && s.state.is_paused() && s.state.in_flight() <= self.max_in_flight / 2 {
+            } else if !stopped
+                && s.state.is_paused()
+                && s.state.in_flight() <= self.max_in_flight / 2
+            {
                 self.set_paused(&tp, &s, false);
             }
         }
@@ -396,7 +454,9 @@ impl PollLoop {
 
     fn replace(&self, tp: Tp, actor: ActorRef<PartitionMsg>) {
         let Some(state) = ({
-            let Ok(mut slots) = self.shared.slots.lock() else { return };
+            let Ok(mut slots) = self.shared.slots.lock() else {
+                return;
+            };
             slots.get_mut(&tp).map(|s| {
                 s.actor = actor.clone();
                 Arc::clone(&s.state)
@@ -415,7 +475,9 @@ impl PollLoop {
             state.sub_in_flight();
         }
         match self.consumer.seek(&tp.0, tp.1, to, Duration::from_secs(5)) {
-            Ok(()) => tracing::info!(topic = %tp.0, partition = tp.1, offset = ?to, "partition actor replaced; seeked back"),
+            Ok(()) => {
+                tracing::info!(topic = %tp.0, partition = tp.1, offset = ?to, "partition actor replaced; seeked back")
+            }
             Err(e) => {
                 tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "seek after restart failed; stopping the consumer so the group replays from the committed offset");
                 actor.stop(None);
@@ -431,7 +493,11 @@ impl PollLoop {
     fn group_offset(&self, tp: &Tp) -> Offset {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.0, tp.1);
-        let fallback = if self.shared.reset == "latest" { Offset::End } else { Offset::Beginning };
+        let fallback = if self.shared.reset == "latest" {
+            Offset::End
+        } else {
+            Offset::Beginning
+        };
         match self.consumer.committed_offsets(tpl, Duration::from_secs(5)) {
             Ok(c) => c
                 .find_partition(&tp.0, tp.1)
@@ -535,7 +601,11 @@ impl Actor for ConsumerActor {
     type State = ConsumerState;
     type Arguments = ConsumerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ConsumerMsg>, args: ConsumerArgs) -> Result<ConsumerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConsumerMsg>,
+        args: ConsumerArgs,
+    ) -> Result<ConsumerState, ActorProcessingErr> {
         let k = &args.config.kafka;
         let shared = Arc::new(Shared {
             slots: Mutex::new(HashMap::new()),
@@ -583,15 +653,23 @@ impl Actor for ConsumerActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<ConsumerMsg>, msg: ConsumerMsg, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ConsumerMsg>,
+        msg: ConsumerMsg,
+        state: &mut ConsumerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConsumerMsg::RestartPartition(tp) => {
-                let Some(slot) = state.shared.slot(&tp) else { return Ok(()) };
+                let Some(slot) = state.shared.slot(&tp) else {
+                    return Ok(());
+                };
                 let args = PartitionArgs {
                     deps: Arc::clone(&state.shared.deps),
                     state: Arc::clone(&slot.state),
                 };
-                let (actor, _) = Actor::spawn_linked(None, PartitionActor, args, myself.get_cell()).await?;
+                let (actor, _) =
+                    Actor::spawn_linked(None, PartitionActor, args, myself.get_cell()).await?;
                 let _ = state.cmds.send(Cmd::Replace { tp, actor });
                 Ok(())
             }
@@ -629,14 +707,21 @@ impl Actor for ConsumerActor {
                     myself.send_after(after, move || ConsumerMsg::RestartPartition(tp));
                 }
                 Decision::Escalate { restarts } => {
-                    return Err(format!("partition {name} failed {restarts} times within the restart period: {err}").into());
+                    return Err(format!(
+                        "partition {name} failed {restarts} times within the restart period: {err}"
+                    )
+                    .into());
                 }
             }
         }
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<ConsumerMsg>, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConsumerMsg>,
+        state: &mut ConsumerState,
+    ) -> Result<(), ActorProcessingErr> {
         if state.thread.is_some() {
             ConsumerActor::stop_thread(state, false).await;
         }

@@ -53,18 +53,24 @@ impl MockKafka {
                     }
                 };
                 let Some(cluster) = producer.client().mock_cluster() else {
-                    let _ = ready_tx.send(Err(MockError::Kafka("no mock cluster on the client".into())));
+                    let _ = ready_tx.send(Err(MockError::Kafka(
+                        "no mock cluster on the client".into(),
+                    )));
                     return;
                 };
                 // SAFETY: the handle belongs to `producer`, alive for this whole thread.
                 unsafe {
-                    let mc = rdkafka::bindings::rd_kafka_handle_mock_cluster(producer.client().native_ptr());
+                    let mc = rdkafka::bindings::rd_kafka_handle_mock_cluster(
+                        producer.client().native_ptr(),
+                    );
                     if !mc.is_null() {
                         rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(mc, 0);
                     }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                let kafka = |r: rdkafka::error::KafkaResult<()>| r.map_err(|e| MockError::Kafka(e.to_string()));
+                let kafka = |r: rdkafka::error::KafkaResult<()>| {
+                    r.map_err(|e| MockError::Kafka(e.to_string()))
+                };
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
                         Cmd::CreateTopic(t, n, reply) => {
@@ -100,7 +106,10 @@ impl MockKafka {
         self.brokers
     }
 
-    fn call(&self, f: impl FnOnce(mpsc::Sender<Result<(), MockError>>) -> Cmd) -> Result<(), MockError> {
+    fn call(
+        &self,
+        f: impl FnOnce(mpsc::Sender<Result<(), MockError>>) -> Cmd,
+    ) -> Result<(), MockError> {
         let (tx, rx) = mpsc::channel();
         self.tx.send(f(tx)).map_err(|_| MockError::Gone)?;
         rx.recv().map_err(|_| MockError::Gone)?

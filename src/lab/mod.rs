@@ -21,7 +21,9 @@ pub struct LabInfo {
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 
 use kafka::MockKafka;
 use moto::Moto;
@@ -69,9 +71,26 @@ pub struct Lab {
 impl Lab {
     pub async fn start(opts: LabOptions) -> Result<Lab, LabError> {
         let kafka = MockKafka::start(opts.brokers)?;
-        let registry = RegistryFixture::start(opts.registry_auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))).await?;
-        let moto = if opts.moto { Some(tokio::task::spawn_blocking(Moto::start).await.map_err(|e| moto::MotoError::Start(e.to_string()))??) } else { None };
-        Ok(Lab { kafka, registry, moto })
+        let registry = RegistryFixture::start(
+            opts.registry_auth
+                .as_ref()
+                .map(|(u, p)| (u.as_str(), p.as_str())),
+        )
+        .await?;
+        let moto = if opts.moto {
+            Some(
+                tokio::task::spawn_blocking(Moto::start)
+                    .await
+                    .map_err(|e| moto::MotoError::Start(e.to_string()))??,
+            )
+        } else {
+            None
+        };
+        Ok(Lab {
+            kafka,
+            registry,
+            moto,
+        })
     }
 
     pub fn info(&self, topics: Vec<String>) -> LabInfo {
@@ -99,7 +118,11 @@ impl Lab {
 }
 
 /// Creates a DynamoDB table keyed by a string partition key `pk_attribute` (on-demand billing).
-pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str, pk_attribute: &str) -> Result<(), LabError> {
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk_attribute: &str,
+) -> Result<(), LabError> {
     let err = |e: String| LabError::Table {
         table: table.to_string(),
         message: e,

@@ -40,14 +40,24 @@ impl Moto {
     pub fn start() -> Result<Moto, MotoError> {
         let py = python();
         if !py.exists() {
-            return Err(MotoError::NotInstalled(format!("{} does not exist", py.display())));
+            return Err(MotoError::NotInstalled(format!(
+                "{} does not exist",
+                py.display()
+            )));
         }
         let mut last = String::new();
         // A port taken between probing and binding is retried with another.
         for _ in 0..5 {
             let port = free_port()?;
             let child = Command::new(&py)
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

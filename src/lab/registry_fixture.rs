@@ -44,7 +44,12 @@ impl RegistryFixture {
     pub async fn start(auth: Option<(&str, &str)>) -> std::io::Result<RegistryFixture> {
         let fx = Fixture {
             store: Arc::new(Mutex::new(Store::default())),
-            auth: auth.map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))),
+            auth: auth.map(|(u, p)| {
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                )
+            }),
         };
         let app = Router::new()
             .route("/subjects", get(subjects))
@@ -77,7 +82,10 @@ impl Drop for RegistryFixture {
 fn error(status: StatusCode, code: i64, message: &str) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")],
+        [(
+            header::CONTENT_TYPE,
+            "application/vnd.schemaregistry.v1+json",
+        )],
         serde_json::json!({ "error_code": code, "message": message }).to_string(),
     )
         .into_response()
@@ -86,7 +94,10 @@ fn error(status: StatusCode, code: i64, message: &str) -> Response {
 fn ok(body: serde_json::Value) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")],
+        [(
+            header::CONTENT_TYPE,
+            "application/vnd.schemaregistry.v1+json",
+        )],
         body.to_string(),
     )
         .into_response()
@@ -96,7 +107,9 @@ fn check_auth(fx: &Fixture, headers: &HeaderMap) -> Result<(), Response> {
     match &fx.auth {
         None => Ok(()),
         Some(expected) => {
-            let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let got = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
             if got == Some(expected.as_str()) {
                 Ok(())
             } else {
@@ -110,33 +123,54 @@ async fn subjects(State(fx): State<Fixture>, headers: HeaderMap) -> Response {
     if let Err(r) = check_auth(&fx, &headers) {
         return r;
     }
-    let names: Vec<String> = fx.store.lock().map(|s| s.subjects.keys().cloned().collect()).unwrap_or_default();
+    let names: Vec<String> = fx
+        .store
+        .lock()
+        .map(|s| s.subjects.keys().cloned().collect())
+        .unwrap_or_default();
     ok(serde_json::json!(names))
 }
 
-async fn register(State(fx): State<Fixture>, Path(subject): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn register(
+    State(fx): State<Fixture>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = check_auth(&fx, &headers) {
         return r;
     }
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid request body");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            "Invalid request body",
+        );
     };
     let Some(schema) = req.get("schema").and_then(|s| s.as_str()) else {
         return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Missing schema");
     };
     let canonical = match apache_avro::Schema::parse_str(schema) {
         Ok(s) => s.canonical_form(),
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, &format!("Invalid schema: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42201,
+                &format!("Invalid schema: {e}"),
+            );
+        }
     };
     let Ok(mut store) = fx.store.lock() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, 50001, "store poisoned");
     };
     // Ids are global and stable per canonical schema, as in Confluent's registry.
-    let id = match store
-        .by_id
-        .iter()
-        .position(|s| apache_avro::Schema::parse_str(s).map(|p| p.canonical_form()).ok().as_deref() == Some(&canonical))
-    {
+    let id = match store.by_id.iter().position(|s| {
+        apache_avro::Schema::parse_str(s)
+            .map(|p| p.canonical_form())
+            .ok()
+            .as_deref()
+            == Some(&canonical)
+    }) {
         Some(i) => u32::try_from(i + 1).unwrap_or(u32::MAX),
         None => {
             store.by_id.push(schema.to_string());
@@ -150,17 +184,24 @@ async fn register(State(fx): State<Fixture>, Path(subject): Path<String>, header
     ok(serde_json::json!({ "id": id }))
 }
 
-async fn schema_by_id(State(fx): State<Fixture>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
+async fn schema_by_id(
+    State(fx): State<Fixture>,
+    Path(id): Path<u32>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_auth(&fx, &headers) {
         return r;
     }
-    let schema = fx
-        .store
-        .lock()
-        .ok()
-        .and_then(|s| id.checked_sub(1).and_then(|i| s.by_id.get(i as usize).cloned()));
+    let schema = fx.store.lock().ok().and_then(|s| {
+        id.checked_sub(1)
+            .and_then(|i| s.by_id.get(i as usize).cloned())
+    });
     match schema {
         Some(s) => ok(serde_json::json!({ "schema": s })),
-        None => error(StatusCode::NOT_FOUND, 40403, &format!("Schema {id} not found")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            40403,
+            &format!("Schema {id} not found"),
+        ),
     }
 }

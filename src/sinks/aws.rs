@@ -32,7 +32,13 @@ pub async fn sdk_config(cfg: &AwsConfig, request_timeout: Duration) -> aws_confi
     if let Some(url) = &cfg.endpoint_url {
         loader = loader.endpoint_url(url);
         if is_loopback(url) && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "cdc-relay-local"));
+            loader = loader.credentials_provider(Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "cdc-relay-local",
+            ));
         }
     }
     loader.load().await
@@ -55,6 +61,8 @@ mod tests {
     fn loopback_detection() {
         assert!(super::is_loopback("http://127.0.0.1:5000"));
         assert!(super::is_loopback("http://localhost:5000/x"));
-        assert!(!super::is_loopback("https://dynamodb.us-west-2.amazonaws.com"));
+        assert!(!super::is_loopback(
+            "https://dynamodb.us-west-2.amazonaws.com"
+        ));
     }
 }

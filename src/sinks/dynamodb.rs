@@ -46,7 +46,9 @@ pub fn to_attr(v: &Value) -> AttributeValue {
         Value::String(s) => AttributeValue::S(s.clone()),
         Value::Bytes(b) => AttributeValue::B(Blob::new(b.clone())),
         Value::List(l) => AttributeValue::L(l.iter().map(to_attr).collect()),
-        Value::Map(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect()),
+        Value::Map(m) => {
+            AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect())
+        }
     }
 }
 
@@ -59,10 +61,16 @@ pub fn from_attr(a: &AttributeValue) -> Value {
         AttributeValue::S(s) => Value::String(s.clone()),
         AttributeValue::B(b) => Value::Bytes(b.as_ref().to_vec()),
         AttributeValue::L(l) => Value::List(l.iter().map(from_attr).collect()),
-        AttributeValue::M(m) => Value::Map(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect()),
+        AttributeValue::M(m) => {
+            Value::Map(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect())
+        }
         AttributeValue::Ss(s) => Value::List(s.iter().map(|x| Value::String(x.clone())).collect()),
         AttributeValue::Ns(s) => Value::List(s.iter().map(|x| Value::Number(x.clone())).collect()),
-        AttributeValue::Bs(s) => Value::List(s.iter().map(|x| Value::Bytes(x.as_ref().to_vec())).collect()),
+        AttributeValue::Bs(s) => Value::List(
+            s.iter()
+                .map(|x| Value::Bytes(x.as_ref().to_vec()))
+                .collect(),
+        ),
         _ => Value::Null,
     }
 }
@@ -99,7 +107,9 @@ where
                 | "InvalidSignatureException"
                 | "MissingAuthenticationTokenException"
                 | "ExpiredTokenException" => failed(ErrorClass::Misconfiguration, msg),
-                "ValidationException" | "ItemCollectionSizeLimitExceededException" => failed(ErrorClass::Poison, msg),
+                "ValidationException" | "ItemCollectionSizeLimitExceededException" => {
+                    failed(ErrorClass::Poison, msg)
+                }
                 _ => {
                     if se.raw().status().is_server_error() {
                         failed(ErrorClass::Retryable, msg)
@@ -110,7 +120,10 @@ where
             }
         }
         // Timeouts, dispatch failures (connection refused), unparseable responses: transient.
-        other => failed(ErrorClass::Retryable, aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string()),
+        other => failed(
+            ErrorClass::Retryable,
+            aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
+        ),
     }
 }
 
@@ -125,11 +138,15 @@ impl Sink for DynamoDbSink {
             ("#pk".to_string(), req.pk_attribute.to_string()),
             ("#seq".to_string(), ATTR_SEQ.to_string()),
         ]);
-        let values = HashMap::from([(":seq".to_string(), AttributeValue::S(req.seq.as_str().to_string()))]);
+        let values = HashMap::from([(
+            ":seq".to_string(),
+            AttributeValue::S(req.seq.as_str().to_string()),
+        )]);
         let sink = format!("dynamodb:{}", req.table);
         match &req.kind {
             WriteKind::Put(item) => {
-                let item: HashMap<String, AttributeValue> = item.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect();
+                let item: HashMap<String, AttributeValue> =
+                    item.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect();
                 match self
                     .client
                     .put_item()

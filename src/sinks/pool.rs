@@ -90,7 +90,11 @@ impl SinkPool {
 
     /// Writes `req`, retrying transient failures until done, stale, poison or cancelled.
     pub async fn write(&self, req: &WriteRequest, cancel: &CancellationToken) -> WriteOutcome {
-        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max, 2.0);
+        let mut backoff = Backoff::new(
+            self.settings.backoff_initial,
+            self.settings.backoff_max,
+            2.0,
+        );
         let sink = self.sink.name().to_string();
         loop {
             let permit = tokio::select! {
@@ -111,15 +115,21 @@ impl SinkPool {
                 SinkResult::Failed(e) => e.class.as_str(),
             };
             metrics::counter!("cdc_relay_sink_requests_total", "sink" => sink.clone(), "result" => label).increment(1);
-            metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => sink.clone()).record(started.elapsed().as_secs_f64());
+            metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => sink.clone())
+                .record(started.elapsed().as_secs_f64());
             let delay = match result {
                 SinkResult::Done | SinkResult::Stale => {
                     if self.health.is_misconfigured() {
                         tracing::info!(sink = %sink, "sink recovered");
-                        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => sink.clone()).set(0.0);
+                        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => sink.clone())
+                            .set(0.0);
                     }
                     self.health.set(false, None);
-                    return if result == SinkResult::Done { WriteOutcome::Done } else { WriteOutcome::Stale };
+                    return if result == SinkResult::Done {
+                        WriteOutcome::Done
+                    } else {
+                        WriteOutcome::Stale
+                    };
                 }
                 SinkResult::Failed(e) => match e.class {
                     ErrorClass::Poison => return WriteOutcome::Poison(e),
@@ -134,7 +144,8 @@ impl SinkPool {
                         if !self.health.is_misconfigured() {
                             tracing::error!(sink = %sink, error = %e.message, "sink misconfigured; retrying slowly, /ready is false");
                         }
-                        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => sink.clone()).set(1.0);
+                        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => sink.clone())
+                            .set(1.0);
                         self.health.set(true, Some(e.message.clone()));
                         backoff.next_delay().max(self.settings.misconfig_backoff)
                     }

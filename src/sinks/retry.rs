@@ -36,7 +36,9 @@ impl Backoff {
 
     /// The cap for the current attempt (before jitter).
     pub fn cap(&self) -> Duration {
-        let f = self.multiplier.powi(i32::try_from(self.attempt.min(64)).unwrap_or(64));
+        let f = self
+            .multiplier
+            .powi(i32::try_from(self.attempt.min(64)).unwrap_or(64));
         self.initial.mul_f64(f.min(1e9)).min(self.max)
     }
 

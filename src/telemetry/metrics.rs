@@ -12,7 +12,10 @@ pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ])
                 .ok()?
                 .install_recorder()
                 .ok()?;
@@ -24,23 +27,74 @@ pub fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("cdc_relay_records_consumed_total", "Records taken by a partition actor, by topic");
-    describe_counter!("cdc_relay_records_processed_total", "Records completed, by topic and outcome (written, stale, skipped)");
-    describe_counter!("cdc_relay_records_skipped_total", "Records decoded to no change, by reason (qlik_metadata, kafka_tombstone)");
-    describe_counter!("cdc_relay_poison_records_total", "Poison records, by topic and reason");
-    describe_gauge!("cdc_relay_partition_stopped", "1 while a partition is stopped at a poison record");
-    describe_histogram!("cdc_relay_processing_latency_seconds", "Dispatch to completion per record");
-    describe_counter!("cdc_relay_sink_requests_total", "Sink requests by sink and result (ok, stale, retryable, poison, misconfiguration)");
-    describe_histogram!("cdc_relay_sink_latency_seconds", "Sink request latency by sink");
-    describe_gauge!("cdc_relay_sink_in_flight", "Sink requests in flight by sink");
-    describe_gauge!("cdc_relay_sink_misconfigured", "1 while a sink reports a misconfiguration");
-    describe_counter!("cdc_relay_commits_total", "Offset commits by mode (sync, async) and result");
-    describe_gauge!("cdc_relay_committed_offset", "Last committed offset by topic and partition");
-    describe_gauge!("cdc_relay_consumer_lag_messages", "High watermark minus committed offset");
-    describe_gauge!("cdc_relay_paused_partitions", "Partitions paused by back-pressure or a poison stop");
-    describe_gauge!("cdc_relay_assigned_partitions", "Partitions assigned to this instance");
-    describe_counter!("cdc_relay_actor_restarts_total", "Supervised actor restarts by actor kind");
-    describe_counter!("cdc_relay_consumer_errors_total", "Kafka client errors by kind");
+    describe_counter!(
+        "cdc_relay_records_consumed_total",
+        "Records taken by a partition actor, by topic"
+    );
+    describe_counter!(
+        "cdc_relay_records_processed_total",
+        "Records completed, by topic and outcome (written, stale, skipped)"
+    );
+    describe_counter!(
+        "cdc_relay_records_skipped_total",
+        "Records decoded to no change, by reason (qlik_metadata, kafka_tombstone)"
+    );
+    describe_counter!(
+        "cdc_relay_poison_records_total",
+        "Poison records, by topic and reason"
+    );
+    describe_gauge!(
+        "cdc_relay_partition_stopped",
+        "1 while a partition is stopped at a poison record"
+    );
+    describe_histogram!(
+        "cdc_relay_processing_latency_seconds",
+        "Dispatch to completion per record"
+    );
+    describe_counter!(
+        "cdc_relay_sink_requests_total",
+        "Sink requests by sink and result (ok, stale, retryable, poison, misconfiguration)"
+    );
+    describe_histogram!(
+        "cdc_relay_sink_latency_seconds",
+        "Sink request latency by sink"
+    );
+    describe_gauge!(
+        "cdc_relay_sink_in_flight",
+        "Sink requests in flight by sink"
+    );
+    describe_gauge!(
+        "cdc_relay_sink_misconfigured",
+        "1 while a sink reports a misconfiguration"
+    );
+    describe_counter!(
+        "cdc_relay_commits_total",
+        "Offset commits by mode (sync, async) and result"
+    );
+    describe_gauge!(
+        "cdc_relay_committed_offset",
+        "Last committed offset by topic and partition"
+    );
+    describe_gauge!(
+        "cdc_relay_consumer_lag_messages",
+        "High watermark minus committed offset"
+    );
+    describe_gauge!(
+        "cdc_relay_paused_partitions",
+        "Partitions paused by back-pressure or a poison stop"
+    );
+    describe_gauge!(
+        "cdc_relay_assigned_partitions",
+        "Partitions assigned to this instance"
+    );
+    describe_counter!(
+        "cdc_relay_actor_restarts_total",
+        "Supervised actor restarts by actor kind"
+    );
+    describe_counter!(
+        "cdc_relay_consumer_errors_total",
+        "Kafka client errors by kind"
+    );
     describe_gauge!("cdc_relay_schema_cache_size", "Writer schemas cached by id");
 }
 

@@ -18,7 +18,10 @@ pub struct Env {
 
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,cdc_relay=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,cdc_relay=info".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -26,7 +29,9 @@ pub fn init_logs() {
 impl Env {
     pub async fn start() -> Env {
         init_logs();
-        let lab = Lab::start(LabOptions::default()).await.expect("lab starts (is moto installed? run scripts/setup.sh)");
+        let lab = Lab::start(LabOptions::default())
+            .await
+            .expect("lab starts (is moto installed? run scripts/setup.sh)");
         let ddb = aws_sdk_dynamodb::Client::new(&lab.sdk_config().await);
         Env { lab, ddb }
     }
@@ -38,11 +43,21 @@ impl Env {
     /// Creates the topic and the DynamoDB table.
     pub async fn topic_and_table(&self, topic: &str, partitions: i32, table: &str) {
         self.lab.kafka.create_topic(topic, partitions).unwrap();
-        cdc_relay::lab::create_table(&self.ddb, table, "pk").await.unwrap();
+        cdc_relay::lab::create_table(&self.ddb, table, "pk")
+            .await
+            .unwrap();
     }
 
     /// A relay config: one route `topic → table`, key `id`, fast commits, admin on a free port.
-    pub fn config(&self, group: &str, topic: &str, table: &str, envelope: EnvelopeKind, format: ValueFormat, extra: &str) -> Config {
+    pub fn config(
+        &self,
+        group: &str,
+        topic: &str,
+        table: &str,
+        envelope: EnvelopeKind,
+        format: ValueFormat,
+        extra: &str,
+    ) -> Config {
         let env = match envelope {
             EnvelopeKind::Qlik => "qlik",
             EnvelopeKind::Debezium => "debezium",
@@ -93,7 +108,16 @@ key = ["id"]
         Config::from_toml(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
     }
 
-    pub fn spec(&self, topic_prefix: &str, tables: &[&str], envelope: EnvelopeKind, format: ValueFormat, keys: u32, records: u64, seed: u64) -> GenerateSpec {
+    pub fn spec(
+        &self,
+        topic_prefix: &str,
+        tables: &[&str],
+        envelope: EnvelopeKind,
+        format: ValueFormat,
+        keys: u32,
+        records: u64,
+        seed: u64,
+    ) -> GenerateSpec {
         GenerateSpec {
             bootstrap_servers: self.bootstrap(),
             registry: cdc_relay::config::RegistryConfig {
@@ -115,9 +139,16 @@ key = ["id"]
 
     /// High watermarks of `topic`'s partitions.
     pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
-        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().unwrap();
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
         (0..partitions)
-            .map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
             .collect()
     }
 
@@ -150,27 +181,52 @@ key = ["id"]
             if c.iter().zip(ends).all(|(c, e)| *c == Some(*e)) {
                 return;
             }
-            assert!(Instant::now() < until, "group {group} did not commit to {ends:?} in time; committed {c:?}");
+            assert!(
+                Instant::now() < until,
+                "group {group} did not commit to {ends:?} in time; committed {c:?}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    /// Commits `offset` for every partition of `topic` in `group` (an offset reset).
+    /// Resets `group` to `offset` on every partition of `topic`, as `kafka-consumer-groups
+    /// --reset-offsets` does: join the (otherwise empty) group, commit, leave. The mock broker,
+    /// like a real one, only accepts commits from a member.
     pub fn reset_group(&self, group: &str, topic: &str, partitions: i32, offset: i64) {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "6000")
             .create()
             .unwrap();
+        c.subscribe(&[topic]).unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        while c.assignment().map(|a| a.count()).unwrap_or(0) < partitions as usize {
+            assert!(
+                Instant::now() < until,
+                "could not join group {group} to reset it"
+            );
+            let _ = c.poll(Duration::from_millis(100));
+        }
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Offset(offset)).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+                .unwrap();
         }
         c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+        c.unsubscribe();
     }
 
-    pub async fn verify(&self, expected: &ExpectedState, table_of: impl Fn(&str) -> String) -> cdc_relay::verify::Verdict {
-        cdc_relay::verify::verify(&self.ddb, expected, table_of, "pk").await.unwrap()
+    pub async fn verify(
+        &self,
+        expected: &ExpectedState,
+        table_of: impl Fn(&str) -> String,
+    ) -> cdc_relay::verify::Verdict {
+        cdc_relay::verify::verify(&self.ddb, expected, table_of, "pk")
+            .await
+            .unwrap()
     }
 }
 

@@ -74,7 +74,9 @@ pub fn apply(kind: EnvelopeKind, value: Value, pos: SourcePos) -> Result<Decoded
 pub fn detect(v: &Value) -> Option<EnvelopeKind> {
     let Value::Map(m) = v else { return None };
     let has = |k: &str| m.contains_key(k);
-    if matches!(m.get("magic"), Some(Value::String(s)) if s == "atMSG") || (has("headers") && (has("data") || has("beforeData"))) {
+    if matches!(m.get("magic"), Some(Value::String(s)) if s == "atMSG")
+        || (has("headers") && (has("data") || has("beforeData")))
+    {
         Some(EnvelopeKind::Qlik)
     } else if has("payload") && has("schema") || has("op") && (has("before") || has("after")) {
         Some(EnvelopeKind::Debezium)
@@ -87,19 +89,36 @@ pub fn detect(v: &Value) -> Option<EnvelopeKind> {
 
 // Small accessors shared by the envelopes.
 
-pub(crate) fn as_map(v: Value, envelope: &'static str, what: &str) -> Result<BTreeMap<String, Value>, EnvelopeError> {
+pub(crate) fn as_map(
+    v: Value,
+    envelope: &'static str,
+    what: &str,
+) -> Result<BTreeMap<String, Value>, EnvelopeError> {
     match v {
         Value::Map(m) => Ok(m),
-        other => Err(err(envelope, format!("{what} must be a record/object, got {}", type_name(&other)))),
+        other => Err(err(
+            envelope,
+            format!("{what} must be a record/object, got {}", type_name(&other)),
+        )),
     }
 }
 
 /// A row image: a record, or absent/null.
-pub(crate) fn row(m: &mut BTreeMap<String, Value>, field: &str, envelope: &'static str) -> Result<Option<Row>, EnvelopeError> {
+pub(crate) fn row(
+    m: &mut BTreeMap<String, Value>,
+    field: &str,
+    envelope: &'static str,
+) -> Result<Option<Row>, EnvelopeError> {
     match m.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Map(r)) => Ok(Some(r)),
-        Some(other) => Err(err(envelope, format!("{field} must be a record or null, got {}", type_name(&other)))),
+        Some(other) => Err(err(
+            envelope,
+            format!(
+                "{field} must be a record or null, got {}",
+                type_name(&other)
+            ),
+        )),
     }
 }
 
@@ -132,7 +151,12 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, Value)]) -> Value {
-        Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]

@@ -13,23 +13,36 @@ pub fn decode(value: Value, pos: SourcePos) -> Result<Decoded, EnvelopeError> {
     let mut m = as_map(value, NAME, "the record")?;
     if let Some(Value::String(magic)) = m.get("magic") {
         if magic != "atMSG" {
-            return Err(err(NAME, format!("unknown magic {magic:?}; expected \"atMSG\"")));
+            return Err(err(
+                NAME,
+                format!("unknown magic {magic:?}; expected \"atMSG\""),
+            ));
         }
         match text(m.get("type")).as_deref() {
             Some("MD") => return Ok(Decoded::Skipped(Skip::QlikMetadata)),
             Some("DT") => {}
-            other => return Err(err(NAME, format!("atMSG type {other:?}; expected \"DT\" or \"MD\""))),
+            other => {
+                return Err(err(
+                    NAME,
+                    format!("atMSG type {other:?}; expected \"DT\" or \"MD\""),
+                ));
+            }
         }
-        let msg = m.remove("message").ok_or_else(|| err(NAME, "atMSG wrapper without message"))?;
+        let msg = m
+            .remove("message")
+            .ok_or_else(|| err(NAME, "atMSG wrapper without message"))?;
         m = as_map(msg, NAME, "atMSG message")?;
     }
     let headers = as_map(
-        m.remove("headers").ok_or_else(|| err(NAME, "headers missing"))?,
+        m.remove("headers")
+            .ok_or_else(|| err(NAME, "headers missing"))?,
         NAME,
         "headers",
     )?;
-    let op_text = text(headers.get("operation")).ok_or_else(|| err(NAME, "headers.operation missing"))?;
-    let op = Op::parse(&op_text).ok_or_else(|| err(NAME, format!("unknown headers.operation {op_text:?}")))?;
+    let op_text =
+        text(headers.get("operation")).ok_or_else(|| err(NAME, "headers.operation missing"))?;
+    let op = Op::parse(&op_text)
+        .ok_or_else(|| err(NAME, format!("unknown headers.operation {op_text:?}")))?;
     let seq = match text(headers.get("changeSequence")) {
         Some(s) if !s.trim().is_empty() => {
             Seq::from_digits(&s).map_err(|e| err(NAME, format!("headers.changeSequence: {e}")))?

@@ -12,12 +12,16 @@ const NAME: &str = "simple";
 pub fn decode(value: Value, pos: SourcePos) -> Result<Decoded, EnvelopeError> {
     let mut m = as_map(value, NAME, "the record")?;
     let op_text = text(m.get("operation")).ok_or_else(|| err(NAME, "operation missing"))?;
-    let op = Op::parse(&op_text).ok_or_else(|| err(NAME, format!("unknown operation {op_text:?}")))?;
+    let op =
+        Op::parse(&op_text).ok_or_else(|| err(NAME, format!("unknown operation {op_text:?}")))?;
     let table = text(m.get("table_name")).ok_or_else(|| err(NAME, "table_name missing"))?;
     let ts_text = text(m.get("timestamp")).ok_or_else(|| err(NAME, "timestamp missing"))?;
-    let ts: u64 = ts_text
-        .parse()
-        .map_err(|_| err(NAME, format!("timestamp {ts_text:?} is not a non-negative integer")))?;
+    let ts: u64 = ts_text.parse().map_err(|_| {
+        err(
+            NAME,
+            format!("timestamp {ts_text:?} is not a non-negative integer"),
+        )
+    })?;
     let before = image(m.remove("before"), "before")?;
     let after = image(m.remove("after"), "after")?;
     if before.is_none() && after.is_none() {
@@ -39,15 +43,21 @@ fn image(v: Option<Value>, field: &str) -> Result<Option<Row>, EnvelopeError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() || s.trim() == "null" => Ok(None),
         Some(Value::String(s)) => {
-            let j: serde_json::Value =
-                serde_json::from_str(&s).map_err(|e| err(NAME, format!("{field} is not valid JSON: {e}")))?;
+            let j: serde_json::Value = serde_json::from_str(&s)
+                .map_err(|e| err(NAME, format!("{field} is not valid JSON: {e}")))?;
             match Value::from_json(&j) {
                 Value::Map(r) => Ok(Some(r)),
                 Value::Null => Ok(None),
-                other => Err(err(NAME, format!("{field} must be a JSON object, got {}", type_name(&other)))),
+                other => Err(err(
+                    NAME,
+                    format!("{field} must be a JSON object, got {}", type_name(&other)),
+                )),
             }
         }
         Some(Value::Map(r)) => Ok(Some(r)),
-        Some(other) => Err(err(NAME, format!("{field} must be a JSON string, got {}", type_name(&other)))),
+        Some(other) => Err(err(
+            NAME,
+            format!("{field} must be a JSON string, got {}", type_name(&other)),
+        )),
     }
 }
