@@ -1,11 +1,14 @@
-//! The `cdc-relay` binary: CLI parsing and process exit codes only (anyhow lives here).
+//! The `cdc-relay` binary: CLI parsing, runtime set-up, signals and exit codes (anyhow lives here).
 //!
 //! Every subcommand delegates to the library; nothing here holds relay logic.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use cdc_relay::config::{Config, EnvelopeKind, RegistryConfig, ValueFormat};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -14,34 +17,317 @@ use clap::{Parser, Subcommand};
     about = "Kafka CDC → DynamoDB relay that never loses or regresses data"
 )]
 struct Cli {
+    /// Log as JSON lines (production) instead of human-readable text.
+    #[arg(long, global = true, env = "CDC_RELAY_JSON_LOGS")]
+    json_logs: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Envelope {
+    Qlik,
+    Debezium,
+    Simple,
+}
+
+impl From<Envelope> for EnvelopeKind {
+    fn from(e: Envelope) -> Self {
+        match e {
+            Envelope::Qlik => EnvelopeKind::Qlik,
+            Envelope::Debezium => EnvelopeKind::Debezium,
+            Envelope::Simple => EnvelopeKind::Simple,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Avro,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Validates a config file (with CDC_RELAY__* overrides); prints every problem.
+    /// Runs the relay until SIGTERM/SIGINT (then drains, commits and exits 0).
+    Run {
+        /// The TOML config file (CDC_RELAY__SECTION__KEY variables override it).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validates a config file (with CDC_RELAY__* overrides); prints every problem. Exit 0 or 2.
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
+    },
+    /// Runs the whole pipeline locally on embedded defaults and verifies the result.
+    Demo {
+        #[arg(long, default_value_t = 50_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1_000)]
+        keys: u32,
+        #[arg(long, value_enum, default_value = "qlik")]
+        envelope: Envelope,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Produces seeded CDC records and writes the expected final state (JSONL). Prints a JSON report.
+    Generate {
+        #[arg(long)]
+        bootstrap_servers: String,
+        /// Schema registry URL (required for --format avro).
+        #[arg(long)]
+        registry_url: Option<String>,
+        #[arg(long, env = "CDC_RELAY_REGISTRY_USERNAME")]
+        registry_username: Option<String>,
+        #[arg(long, env = "CDC_RELAY_REGISTRY_PASSWORD", hide_env_values = true)]
+        registry_password: Option<String>,
+        #[arg(long, value_enum, default_value = "qlik")]
+        envelope: Envelope,
+        #[arg(long, value_enum, default_value = "avro")]
+        format: Format,
+        /// Comma-separated table names; topic = <topic-prefix><table>.
+        #[arg(long, value_delimiter = ',', default_value = "customers")]
+        tables: Vec<String>,
+        #[arg(long, default_value = "qlik.")]
+        topic_prefix: String,
+        #[arg(long, default_value_t = 500)]
+        keys: u32,
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Where to write the expected final state (JSONL).
+        #[arg(long)]
+        expected: Option<PathBuf>,
+    },
+    /// Starts the local environment (mock Kafka on real ports, registry fixture, moto if installed),
+    /// prints its connection details as JSON and runs until Ctrl-C.
+    Lab {
+        #[arg(long, default_value_t = 3)]
+        brokers: i32,
+        /// Topics to create, as name:partitions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Do not start moto.
+        #[arg(long)]
+        no_moto: bool,
+    },
+    /// Compares DynamoDB with an expected-state file. Prints a JSON verdict; exit 0 if exact.
+    Verify {
+        #[arg(long)]
+        expected: PathBuf,
+        /// AWS endpoint (moto/LocalStack); default: the SDK's.
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        #[arg(long)]
+        aws_region: Option<String>,
+        /// Prefix added to table names from the file.
+        #[arg(long, default_value = "")]
+        table_prefix: String,
+        #[arg(long, default_value = "pk")]
+        pk_attribute: String,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::CheckConfig { file } => match cdc_relay::config::Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
+    cdc_relay::telemetry::tracing::init(cli.json_logs);
+    if let Cmd::CheckConfig { file } = &cli.cmd {
+        return check_config(file);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &PathBuf) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let problems = e.problems();
+            eprintln!("{}: {} problem(s)", file.display(), problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
             }
-            Err(e) => {
-                eprintln!("{}: {} problem(s)", file.display(), e.problems().len());
-                for p in e.problems() {
-                    eprintln!("  - {p}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::CheckConfig { file } => Ok(check_config(&file)),
+        Cmd::Run { config } => run(config).await,
+        Cmd::Demo {
+            records,
+            keys,
+            envelope,
+            seed,
+        } => {
+            let r = cdc_relay::demo::run(cdc_relay::demo::DemoOptions {
+                records,
+                keys_per_table: keys,
+                envelope: envelope.into(),
+                seed,
+            })
+            .await;
+            match r {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    Ok(ExitCode::FAILURE)
                 }
-                ExitCode::from(2)
             }
-        },
+        }
+        Cmd::Generate {
+            bootstrap_servers,
+            registry_url,
+            registry_username,
+            registry_password,
+            envelope,
+            format,
+            tables,
+            topic_prefix,
+            keys,
+            records,
+            seed,
+            rate,
+            expected,
+        } => {
+            let format = match format {
+                Format::Avro => ValueFormat::Avro,
+                Format::Json => ValueFormat::Json,
+            };
+            if format == ValueFormat::Avro && registry_url.is_none() {
+                anyhow::bail!("--registry-url is required with --format avro");
+            }
+            let spec = cdc_relay::generate::GenerateSpec {
+                bootstrap_servers,
+                registry: RegistryConfig {
+                    url: registry_url,
+                    username: registry_username,
+                    password: registry_password,
+                    ..Default::default()
+                },
+                envelope: envelope.into(),
+                format,
+                tables,
+                topic_prefix,
+                keys_per_table: keys,
+                records,
+                seed,
+                rate,
+                mix: Default::default(),
+                producer_properties: Default::default(),
+            };
+            let (report, state) = cdc_relay::generate::generate(&spec).await?;
+            if let Some(path) = expected {
+                state.write_jsonl(&path)?;
+            }
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab {
+            brokers,
+            topics,
+            no_moto,
+        } => {
+            let lab = cdc_relay::lab::Lab::start(cdc_relay::lab::LabOptions {
+                brokers,
+                moto: !no_moto && cdc_relay::lab::moto::python().exists(),
+                registry_auth: None,
+            })
+            .await?;
+            let mut names = Vec::new();
+            for t in topics {
+                let (name, parts) = t.split_once(':').unwrap_or((t.as_str(), "3"));
+                let parts: i32 = parts
+                    .parse()
+                    .with_context(|| format!("bad partition count in {t:?}"))?;
+                lab.kafka.create_topic(name, parts)?;
+                names.push(name.to_string());
+            }
+            println!("{}", serde_json::to_string(&lab.info(names))?);
+            tokio::signal::ctrl_c().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Verify {
+            expected,
+            aws_endpoint,
+            aws_region,
+            table_prefix,
+            pk_attribute,
+        } => {
+            let state = cdc_relay::generate::ExpectedState::read_jsonl(&expected)?;
+            let aws = cdc_relay::config::AwsConfig {
+                region: aws_region,
+                endpoint_url: aws_endpoint,
+            };
+            let sdk = cdc_relay::sinks::aws::sdk_config(&aws, Duration::from_secs(10)).await;
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            let v = cdc_relay::verify::verify(
+                &client,
+                &state,
+                |t| format!("{table_prefix}{t}"),
+                &pk_attribute,
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&v)?);
+            Ok(if v.is_exact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let shutdown_timeout = cfg.runtime.shutdown_timeout;
+    let mut relay = cdc_relay::relay::start(cfg, Default::default()).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining and committing"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining and committing"),
+        reason = relay.escalated() => {
+            tracing::error!(reason = ?reason, "supervision escalated to the root; exiting non-zero");
+            relay.abort().await;
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    match tokio::time::timeout(shutdown_timeout + Duration::from_secs(5), relay.shutdown()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(_) => {
+            tracing::error!("shutdown did not finish within shutdown_timeout");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }

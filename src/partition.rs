@@ -168,6 +168,8 @@ impl PartitionActorState {
         });
     }
 
+    /// Replies to a pending `Drain` once no write is in flight (queued writes start as soon as
+    /// their key's previous write completes, so `active == 0` means the queues are empty too).
     fn check_drained(&mut self) {
         if self.active == 0
             && let Some(tx) = self.draining.take()
@@ -295,11 +297,10 @@ impl PartitionActorState {
             req: Arc::clone(&f.req),
             received: f.received,
         });
-        // While draining (revoke, shutdown) queued writes are not started: they stay uncommitted and
-        // the next owner of the partition replays them.
-        let draining = self.draining.is_some() || self.shared.is_draining();
+        // Draining (revoke, shutdown) finishes every tracked record, queued ones included, so the
+        // commit covers all of them; the consumer's deadline bounds how long that may take.
         match next {
-            Some(n) if self.may_write(n.offset) && !self.cancel.is_cancelled() && !draining => {
+            Some(n) if self.may_write(n.offset) && !self.cancel.is_cancelled() => {
                 self.spawn_write(myself, &n)
             }
             _ => {
