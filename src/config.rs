@@ -590,6 +590,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns figment::Error
     fn env_overrides_apply() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CDC_RELAY__KAFKA__GROUP_ID", "from-env");

@@ -158,7 +158,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &PathBuf) -> ExitCode {
+fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());

@@ -316,28 +316,30 @@ mod tests {
         }
     }
     struct CrashySpec {
+        name: &'static str,
         starts: Arc<AtomicU32>,
     }
     impl ChildSpec for CrashySpec {
         fn name(&self) -> String {
-            "crashy".into()
+            self.name.into()
         }
         fn spawn(
             &self,
             sup: ActorCell,
         ) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
             let starts = Arc::clone(&self.starts);
+            let name = self.name.to_string();
             Box::pin(async move {
-                let (r, _) =
-                    Actor::spawn_linked(Some("crashy".into()), Crashy { starts }, (), sup).await?;
+                let (r, _) = Actor::spawn_linked(Some(name), Crashy { starts }, (), sup).await?;
                 Ok(r.get_cell())
             })
         }
     }
 
-    async fn crash_child() {
+    /// Makes the currently registered child named `name` panic.
+    async fn crash_child(name: &str) {
         for _ in 0..200 {
-            if let Some(cell) = ractor::registry::where_is("crashy".to_string()) {
+            if let Some(cell) = ractor::registry::where_is(name) {
                 let r: ActorRef<bool> = cell.into();
                 if r.cast(true).is_ok() {
                     return;
@@ -345,7 +347,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("child never came back");
+        panic!("child {name} never came back");
     }
 
     async fn wait_for(starts: &AtomicU32, n: u32) {
@@ -358,16 +360,23 @@ mod tests {
         panic!("expected {n} starts, saw {}", starts.load(Ordering::SeqCst));
     }
 
-    #[tokio::test]
-    async fn panicking_child_is_restarted_then_escalates() {
+    async fn supervise(
+        name: &'static str,
+        max: u32,
+    ) -> (
+        Arc<AtomicU32>,
+        mpsc::UnboundedReceiver<String>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let starts = Arc::new(AtomicU32::new(0));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (sup, handle) = Actor::spawn(
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_sup, handle) = Actor::spawn(
             None,
             Supervisor,
             SupervisorArgs {
-                policy: policy(2),
+                policy: policy(max),
                 children: vec![Arc::new(CrashySpec {
+                    name,
                     starts: Arc::clone(&starts),
                 })],
                 escalate_to: Some(tx),
@@ -376,25 +385,49 @@ mod tests {
         .await
         .unwrap();
         wait_for(&starts, 1).await;
-        // First crash: restarted.
-        crash_child().await;
+        (starts, rx, handle)
+    }
+
+    #[tokio::test]
+    async fn panicking_child_is_restarted() {
+        let (starts, mut rx, handle) = supervise("crashy-restart", 5).await;
+        for n in 2..=4 {
+            crash_child("crashy-restart").await;
+            wait_for(&starts, n).await;
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "must not escalate within the budget"
+        );
+        assert!(!handle.is_finished(), "the supervisor keeps running");
+    }
+
+    #[tokio::test]
+    async fn too_many_restarts_escalate_and_stop_the_root() {
+        let (starts, mut rx, handle) = supervise("crashy-escalate", 2).await;
+        crash_child("crashy-escalate").await;
         wait_for(&starts, 2).await;
-        // Second crash: restarted again.
-        crash_child().await;
+        crash_child("crashy-escalate").await;
         wait_for(&starts, 3).await;
-        assert!(rx.try_recv().is_err(), "must not escalate within budget");
-        // Third crash within the period: escalation, and the root stops.
-        crash_child().await;
+        assert!(rx.try_recv().is_err(), "two restarts are within the budget");
+        // The third failure within the period escalates, and the root stops.
+        crash_child("crashy-escalate").await;
         let reason = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap()
             .unwrap();
-        assert!(reason.contains("crashy failed 2 times"), "{reason}");
+        assert!(
+            reason.contains("crashy-escalate failed 2 times"),
+            "{reason}"
+        );
         tokio::time::timeout(Duration::from_secs(5), handle)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(starts.load(Ordering::SeqCst), 3);
-        drop(sup);
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            3,
+            "no restart after escalation"
+        );
     }
 }

@@ -69,15 +69,7 @@ fn check_config_lists_every_problem_and_exits_2() {
 async fn e2e_sigterm_drains_commits_and_exits_zero() {
     let env = Env::start().await;
     env.topic_and_table("qlik.sig", 3, "sig").await;
-    let spec = env.spec(
-        "qlik.",
-        &["sig"],
-        EnvelopeKind::Qlik,
-        ValueFormat::Avro,
-        200,
-        4_000,
-        9,
-    );
+    let spec = env.spec("qlik.", &["sig"], EnvelopeKind::Qlik, 200, 4_000, 9);
     let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
     let cfg = env.config(
         "g-sig",

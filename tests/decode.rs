@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use apache_avro::types::Value as Avro;
-use cdc_relay::config::{Config, EnvelopeKind, RegistryConfig, RouteConfig, ValueFormat};
+use cdc_relay::config::{Config, RegistryConfig, RouteConfig};
 use cdc_relay::decode::avro::{encode_datum, frame_wire};
 use cdc_relay::decode::registry::{RegistryClient, RegistryError};
 use cdc_relay::decode::value::TemporalMode;

@@ -16,15 +16,7 @@ const T: Duration = Duration::from_secs(180);
 async fn e2e_exact_final_state() {
     let env = Env::start().await;
     env.topic_and_table("qlik.customers", 3, "customers").await;
-    let spec = env.spec(
-        "qlik.",
-        &["customers"],
-        EnvelopeKind::Qlik,
-        ValueFormat::Avro,
-        500,
-        20_000,
-        1,
-    );
+    let spec = env.spec("qlik.", &["customers"], EnvelopeKind::Qlik, 500, 20_000, 1);
     let (report, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
     assert_eq!(report.records, 20_000);
     assert!(
@@ -77,15 +69,7 @@ async fn wait_progress(env: &Env, group: &str, topic: &str, partitions: i32, at_
 async fn e2e_crash_restart_is_exact() {
     let env = Env::start().await;
     env.topic_and_table("qlik.orders", 3, "orders").await;
-    let spec = env.spec(
-        "qlik.",
-        &["orders"],
-        EnvelopeKind::Qlik,
-        ValueFormat::Avro,
-        300,
-        6_000,
-        2,
-    );
+    let spec = env.spec("qlik.", &["orders"], EnvelopeKind::Qlik, 300, 6_000, 2);
     let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
     // A slow commit interval guarantees completed-but-uncommitted records at the crash.
     let mut cfg = env.config(
@@ -152,15 +136,7 @@ async fn e2e_crash_restart_is_exact() {
 async fn e2e_replay_from_zero_never_regresses() {
     let env = Env::start().await;
     env.topic_and_table("dbz.accounts", 3, "accounts").await;
-    let spec = env.spec(
-        "dbz.",
-        &["accounts"],
-        EnvelopeKind::Debezium,
-        ValueFormat::Avro,
-        200,
-        4_000,
-        3,
-    );
+    let spec = env.spec("dbz.", &["accounts"], EnvelopeKind::Debezium, 200, 4_000, 3);
     let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
     let cfg = env.config(
         "g-c",
@@ -230,15 +206,7 @@ async fn e2e_replay_from_zero_never_regresses() {
 async fn e2e_two_instances_rebalance() {
     let env = Env::start().await;
     env.topic_and_table("qlik.items", 3, "items").await;
-    let spec = env.spec(
-        "qlik.",
-        &["items"],
-        EnvelopeKind::Qlik,
-        ValueFormat::Avro,
-        300,
-        6_000,
-        4,
-    );
+    let spec = env.spec("qlik.", &["items"], EnvelopeKind::Qlik, 300, 6_000, 4);
     let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
     let cfg = env.config(
         "g-d",

@@ -134,7 +134,7 @@ impl RegistryClient {
         {
             return Ok(s);
         }
-        let text = match self.from_dir(id)? {
+        let text = match self.read_schemas_dir(id)? {
             Some(t) => t,
             None => self.fetch(id).await?,
         };
@@ -146,7 +146,7 @@ impl RegistryClient {
         Ok(parsed)
     }
 
-    fn from_dir(&self, id: u32) -> Result<Option<String>, RegistryError> {
+    fn read_schemas_dir(&self, id: u32) -> Result<Option<String>, RegistryError> {
         let Some(dir) = &self.inner.schemas_dir else {
             return Ok(None);
         };

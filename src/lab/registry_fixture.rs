@@ -103,7 +103,7 @@ fn ok(body: serde_json::Value) -> Response {
         .into_response()
 }
 
-fn check_auth(fx: &Fixture, headers: &HeaderMap) -> Result<(), Response> {
+fn check_auth(fx: &Fixture, headers: &HeaderMap) -> Result<(), Box<Response>> {
     match &fx.auth {
         None => Ok(()),
         Some(expected) => {
@@ -113,7 +113,11 @@ fn check_auth(fx: &Fixture, headers: &HeaderMap) -> Result<(), Response> {
             if got == Some(expected.as_str()) {
                 Ok(())
             } else {
-                Err(error(StatusCode::UNAUTHORIZED, 401, "Unauthorized"))
+                Err(Box::new(error(
+                    StatusCode::UNAUTHORIZED,
+                    401,
+                    "Unauthorized",
+                )))
             }
         }
     }
@@ -121,7 +125,7 @@ fn check_auth(fx: &Fixture, headers: &HeaderMap) -> Result<(), Response> {
 
 async fn subjects(State(fx): State<Fixture>, headers: HeaderMap) -> Response {
     if let Err(r) = check_auth(&fx, &headers) {
-        return r;
+        return *r;
     }
     let names: Vec<String> = fx
         .store
@@ -138,7 +142,7 @@ async fn register(
     body: Bytes,
 ) -> Response {
     if let Err(r) = check_auth(&fx, &headers) {
-        return r;
+        return *r;
     }
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return error(
@@ -190,7 +194,7 @@ async fn schema_by_id(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = check_auth(&fx, &headers) {
-        return r;
+        return *r;
     }
     let schema = fx.store.lock().ok().and_then(|s| {
         id.checked_sub(1)

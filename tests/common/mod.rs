@@ -115,7 +115,6 @@ key = ["id"]
         topic_prefix: &str,
         tables: &[&str],
         envelope: EnvelopeKind,
-        format: ValueFormat,
         keys: u32,
         records: u64,
         seed: u64,
@@ -127,7 +126,7 @@ key = ["id"]
                 ..Default::default()
             },
             envelope,
-            format,
+            format: ValueFormat::Avro,
             tables: tables.iter().map(|t| t.to_string()).collect(),
             topic_prefix: topic_prefix.to_string(),
             keys_per_table: keys,
