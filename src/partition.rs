@@ -50,6 +50,8 @@ pub enum PartitionMsg {
     },
     /// Stop taking records; reply once no write is in flight.
     Drain(std::sync::mpsc::Sender<()>),
+    /// Fault injection (tests, chaos): fail this actor as a bug would, so its supervisor restarts it.
+    Fail(String),
 }
 
 pub struct PartitionArgs {
@@ -356,6 +358,7 @@ impl Actor for PartitionActor {
                 outcome,
                 received,
             } => state.on_write_done(&myself, offset, pk, outcome, received),
+            PartitionMsg::Fail(why) => Err(format!("injected failure: {why}").into()),
             PartitionMsg::Drain(tx) => {
                 state.draining = Some(tx);
                 state.check_drained();

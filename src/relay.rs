@@ -187,6 +187,17 @@ impl RelayHandle {
         self.escalations.recv().await
     }
 
+    /// Fault injection for tests and chaos runs: the partition actor of `topic/partition` fails
+    /// as if it had hit a bug; supervision restarts it and it resumes from its last completed offset.
+    pub fn inject_partition_failure(&self, topic: &str, partition: i32) -> bool {
+        self.consumer()
+            .map(|c| {
+                c.cast(ConsumerMsg::FailPartition((topic.to_string(), partition)))
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    }
+
     /// Drains in-flight records, commits, leaves the group and stops everything.
     pub async fn shutdown(self) {
         if let Some(c) = self.consumer() {

@@ -252,3 +252,46 @@ async fn e2e_two_instances_rebalance() {
     assert_exact(&env.verify(&expected, |t| t.to_string()).await);
     a.shutdown().await;
 }
+
+/// A partition actor that fails mid-stream is restarted by its supervisor, seeks back to its last
+/// completed offset, and the final state is still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_failed_partition_actor_restarts_and_resumes() {
+    let env = Env::start().await;
+    env.topic_and_table("qlik.restart", 3, "restart").await;
+    let spec = env.spec("qlik.", &["restart"], EnvelopeKind::Qlik, 200, 4_000, 5);
+    let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
+    let cfg = env.config(
+        "g-r",
+        "qlik.restart",
+        "restart",
+        EnvelopeKind::Qlik,
+        ValueFormat::Avro,
+        "",
+    );
+    let r = relay::start(cfg, StartOptions::default()).await.unwrap();
+    wait_progress(&env, "g-r", "qlik.restart", 3, 500).await;
+    for p in 0..3 {
+        assert!(r.inject_partition_failure("qlik.restart", p));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second failure of partition 0 within the restart period is still within the budget.
+    assert!(r.inject_partition_failure("qlik.restart", 0));
+    let ends = env.end_offsets("qlik.restart", 3);
+    env.wait_committed("g-r", "qlik.restart", &ends, T).await;
+    assert_exact(&env.verify(&expected, |t| t.to_string()).await);
+    let metrics = cdc_relay::telemetry::metrics::render();
+    let restarts: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("cdc_relay_actor_restarts_total{actor=\"partition\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        restarts >= 4.0,
+        "expected ≥ 4 partition restarts, metrics say {restarts}"
+    );
+    assert_eq!(r.status().partitions().len(), 3);
+    assert!(r.status().readiness().0, "{:?}", r.status().readiness().1);
+    r.shutdown().await;
+}

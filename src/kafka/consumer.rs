@@ -45,6 +45,9 @@ pub enum ConsumerError {
 struct Slot {
     actor: ActorRef<PartitionMsg>,
     state: Arc<PartitionState>,
+    /// A seek that has not succeeded yet (after an actor restart). Until it does, records of this
+    /// partition are not dispatched: they would run ahead of the restarted actor's tracker.
+    seek_to: Option<Offset>,
 }
 
 /// State shared by the poll thread, its rebalance callbacks and the `Consumer` actor.
@@ -81,7 +84,11 @@ impl Shared {
             self.supervisor.clone(),
         ));
         match spawned {
-            Ok((actor, _)) => Some(Slot { actor, state }),
+            Ok((actor, _)) => Some(Slot {
+                actor,
+                state,
+                seek_to: None,
+            }),
             Err(e) => {
                 tracing::error!(topic, partition, error = %e, "cannot spawn partition actor");
                 None
@@ -349,6 +356,7 @@ impl PollLoop {
             if last_commit.elapsed() >= self.commit_interval {
                 self.commit_async();
                 self.flow_control();
+                self.retry_seeks();
                 last_commit = Instant::now();
             }
         }
@@ -360,6 +368,10 @@ impl PollLoop {
             tracing::debug!(topic = %tp.0, partition = tp.1, "record for an unassigned partition dropped (not committed)");
             return;
         };
+        if slot.seek_to.is_some() {
+            // Fetched before the pending seek took effect: fetched again after it. Not tracked.
+            return;
+        }
         let rec = RecordIn {
             topic: tp.0.clone(),
             partition: tp.1,
@@ -474,18 +486,43 @@ impl PollLoop {
         while state.in_flight() > 0 {
             state.sub_in_flight();
         }
-        match self.consumer.seek(&tp.0, tp.1, to, Duration::from_secs(5)) {
-            Ok(()) => {
-                tracing::info!(topic = %tp.0, partition = tp.1, offset = ?to, "partition actor replaced; seeked back")
-            }
-            Err(e) => {
-                tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "seek after restart failed; stopping the consumer so the group replays from the committed offset");
-                actor.stop(None);
-            }
+        if let Ok(mut slots) = self.shared.slots.lock()
+            && let Some(s) = slots.get_mut(&tp)
+        {
+            s.seek_to = Some(to);
         }
-        if state.is_paused() {
-            let slot = Slot { actor, state };
-            self.set_paused(&tp, &slot, false);
+        self.retry_seeks();
+    }
+
+    /// Performs pending seeks; a failed one is retried at the next tick.
+    fn retry_seeks(&self) {
+        let pending: Vec<(Tp, Offset, Slot)> = self
+            .shared
+            .slots
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|(tp, slot)| slot.seek_to.map(|o| (tp.clone(), o, slot.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (tp, to, slot) in pending {
+            match self.consumer.seek(&tp.0, tp.1, to, Duration::from_secs(5)) {
+                Ok(()) => {
+                    tracing::info!(topic = %tp.0, partition = tp.1, offset = ?to, "partition actor replaced; seeked back");
+                    if let Ok(mut slots) = self.shared.slots.lock()
+                        && let Some(s) = slots.get_mut(&tp)
+                    {
+                        s.seek_to = None;
+                    }
+                    if slot.state.is_paused() {
+                        self.set_paused(&tp, &slot, false);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "seek after restart failed; retrying")
+                }
+            }
         }
     }
 
@@ -545,6 +582,8 @@ pub enum ConsumerMsg {
     Shutdown(tokio::sync::oneshot::Sender<()>),
     /// Stop without committing anything more (crash simulation for tests and chaos).
     Abort,
+    /// Fault injection (tests, chaos): make the partition actor of `tp` fail.
+    FailPartition(Tp),
 }
 
 pub struct ConsumerArgs {
@@ -677,6 +716,14 @@ impl Actor for ConsumerActor {
                 ConsumerActor::stop_thread(state, true).await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
+                Ok(())
+            }
+            ConsumerMsg::FailPartition(tp) => {
+                if let Some(slot) = state.shared.slot(&tp) {
+                    let _ = slot
+                        .actor
+                        .cast(PartitionMsg::Fail(format!("{}/{}", tp.0, tp.1)));
+                }
                 Ok(())
             }
             ConsumerMsg::Abort => {
