@@ -531,7 +531,6 @@ pub async fn generate(
             crate::route::ATTR_DELETED.into(),
             Value::Bool(p.op == Op::Delete),
         );
-        let _ = p.ts_ms;
         expected
             .tables
             .entry(p.table)

@@ -154,6 +154,37 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Restarts `name` after its backoff, or escalates once its budget is spent.
+    fn on_child_failed(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        name: String,
+        err: String,
+    ) -> Result<(), ActorProcessingErr> {
+        match state.budget.on_failure(&name, Instant::now()) {
+            Decision::Restart { after, attempt } => {
+                tracing::warn!(child = %name, error = %err, attempt, delay_ms = after.as_millis() as u64, "child failed; restarting");
+                myself.send_after(after, move || SupervisorMsg::Restart(name));
+                Ok(())
+            }
+            Decision::Escalate { restarts } => {
+                let reason = format!(
+                    "child {name} failed {restarts} times within the restart period; last error: {err}"
+                );
+                tracing::error!(child = %name, restarts, "escalating: {reason}");
+                if let Some(tx) = &state.escalate_to {
+                    let _ = tx.send(reason.clone());
+                    myself.stop(Some(reason));
+                    Ok(())
+                } else {
+                    Err(reason.into())
+                }
+            }
+        }
+    }
+}
+
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
@@ -189,7 +220,11 @@ impl Actor for Supervisor {
         match msg {
             SupervisorMsg::Restart(name) => {
                 tracing::info!(child = %name, "restarting child");
-                Supervisor::start_child(&myself, state, &name).await
+                match Supervisor::start_child(&myself, state, &name).await {
+                    Ok(()) => Ok(()),
+                    // A restart that fails to start counts as another failure of the child.
+                    Err(e) => Supervisor::on_child_failed(&myself, state, name, e.to_string()),
+                }
             }
         }
     }
@@ -202,28 +237,11 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(name) = state.running.remove(&cell.get_id()) else {
-                    return Ok(());
-                };
-                match state.budget.on_failure(&name, Instant::now()) {
-                    Decision::Restart { after, attempt } => {
-                        tracing::warn!(child = %name, error = %err, attempt, delay_ms = after.as_millis() as u64, "child failed; restarting");
-                        myself.send_after(after, move || SupervisorMsg::Restart(name));
-                        Ok(())
+                match state.running.remove(&cell.get_id()) {
+                    Some(name) => {
+                        Supervisor::on_child_failed(&myself, state, name, err.to_string())
                     }
-                    Decision::Escalate { restarts } => {
-                        let reason = format!(
-                            "child {name} failed {restarts} times within the restart period; last error: {err}"
-                        );
-                        tracing::error!(child = %name, restarts, "escalating: {reason}");
-                        if let Some(tx) = &state.escalate_to {
-                            let _ = tx.send(reason.clone());
-                            myself.stop(Some(reason));
-                            Ok(())
-                        } else {
-                            Err(reason.into())
-                        }
-                    }
+                    None => Ok(()),
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {

@@ -295,3 +295,58 @@ async fn e2e_failed_partition_actor_restarts_and_resumes() {
     assert!(r.status().readiness().0, "{:?}", r.status().readiness().1);
     r.shutdown().await;
 }
+
+/// A missing table is a misconfiguration: nothing is committed or dropped, `/ready` is false and
+/// names the sink; once the table exists everything lands exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_missing_table_holds_then_recovers() {
+    let env = Env::start().await;
+    env.lab.kafka.create_topic("qlik.late", 3).unwrap();
+    let spec = env.spec("qlik.", &["late"], EnvelopeKind::Qlik, 50, 300, 6);
+    let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
+    let cfg = env.config(
+        "g-m",
+        "qlik.late",
+        "late",
+        EnvelopeKind::Qlik,
+        ValueFormat::Avro,
+        "",
+    );
+    let r = relay::start(cfg, StartOptions::default()).await.unwrap();
+    let mut not_ready = None;
+    for _ in 0..100 {
+        let (ready, why) = r.status().readiness();
+        if !ready
+            && why
+                .iter()
+                .any(|w| w.contains("misconfigured") && w.contains("ResourceNotFound"))
+        {
+            not_ready = Some(why);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        not_ready.is_some(),
+        "/ready must report the missing table: {:?}",
+        r.status().readiness()
+    );
+    assert!(
+        env.committed("g-m", "qlik.late", 3)
+            .iter()
+            .all(|c| c.unwrap_or(0) == 0),
+        "nothing may be committed"
+    );
+    cdc_relay::lab::create_table(&env.ddb, "late", "pk")
+        .await
+        .unwrap();
+    let ends = env.end_offsets("qlik.late", 3);
+    env.wait_committed("g-m", "qlik.late", &ends, T).await;
+    assert_exact(&env.verify(&expected, |t| t.to_string()).await);
+    assert!(
+        r.status().readiness().0,
+        "ready again: {:?}",
+        r.status().readiness().1
+    );
+    r.shutdown().await;
+}

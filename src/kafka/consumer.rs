@@ -26,7 +26,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::config::{Config, KafkaConfig};
 use crate::partition::{PartitionActor, PartitionArgs, PartitionDeps, PartitionMsg, RecordIn};
 use crate::status::{ConsumerPhase, PartitionState, StatusBoard};
-use crate::supervision::{Decision, RestartBudget, RestartPolicy};
+use crate::supervision::{Decision, RestartBudget};
 
 type Tp = (String, i32);
 
@@ -685,9 +685,7 @@ impl Actor for ConsumerActor {
             shared,
             cmds: tx,
             thread: Some(thread),
-            budget: RestartBudget::new(RestartPolicy {
-                ..args.config.runtime.supervision.clone()
-            }),
+            budget: RestartBudget::new(args.config.runtime.supervision.clone()),
             shutdown_timeout: args.config.runtime.shutdown_timeout,
         })
     }
