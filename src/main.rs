@@ -135,7 +135,13 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cdc_relay::telemetry::tracing::init(cli.json_logs);
+    // The demo prints its own progress; only warnings and errors are logged unless RUST_LOG says otherwise.
+    let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info,rdkafka=warn"
+    };
+    cdc_relay::telemetry::tracing::init(cli.json_logs, default_filter);
     if let Cmd::CheckConfig { file } = &cli.cmd {
         return check_config(file);
     }

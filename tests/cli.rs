@@ -6,9 +6,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cdc_relay::config::{EnvelopeKind, ValueFormat};
+use cdc_relay::config::EnvelopeKind;
 use cdc_relay::relay::{self, StartOptions};
-use common::{Env, assert_exact};
+use common::{Env, Plan, count};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cdc-relay");
 
@@ -68,20 +68,12 @@ fn check_config_lists_every_problem_and_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_sigterm_drains_commits_and_exits_zero() {
     let env = Env::start().await;
-    env.topic_and_table("qlik.sig", 3, "sig").await;
-    let spec = env.spec("qlik.", &["sig"], EnvelopeKind::Qlik, 200, 4_000, 9);
-    let (_, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
-    let cfg = env.config(
-        "g-sig",
-        "qlik.sig",
-        "sig",
-        EnvelopeKind::Qlik,
-        ValueFormat::Avro,
-        "",
-    );
+    let s = env
+        .scenario(Plan::new("sig", EnvelopeKind::Qlik, 200, 4_000, 9))
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    std::fs::write(&path, toml::to_string(&s.cfg).unwrap()).unwrap();
     let mut child = Command::new(BIN)
         .arg("run")
         .arg("--config")
@@ -91,15 +83,7 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
         .spawn()
         .unwrap();
     let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done: i64 = env
-            .committed("g-sig", "qlik.sig", 3)
-            .iter()
-            .map(|c| c.unwrap_or(0))
-            .sum();
-        if done >= 800 {
-            break;
-        }
+    while env.committed_total(&s) < 800 {
         assert!(Instant::now() < until, "the relay made no progress");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -116,8 +100,8 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
             .success()
     );
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
         assert!(
             t.elapsed() < Duration::from_secs(20),
@@ -126,23 +110,18 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
-    let committed: i64 = env
-        .committed("g-sig", "qlik.sig", 3)
-        .iter()
-        .map(|c| c.unwrap_or(0))
-        .sum();
-    assert!(committed < 4_000, "stopped mid-stream");
+    assert!(env.committed_total(&s) < 4_000, "stopped mid-stream");
 
     // Everything written before SIGTERM was committed: the next run replays nothing as stale.
-    let r = relay::start(cfg, StartOptions::default()).await.unwrap();
-    let ends = env.end_offsets("qlik.sig", 3);
-    env.wait_committed("g-sig", "qlik.sig", &ends, Duration::from_secs(180))
-        .await;
-    assert_exact(&env.verify(&expected, |t| t.to_string()).await);
-    let o = r.status().outcomes.to_json();
+    let r = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_done(&s).await;
+    env.assert_exact(&s).await;
     assert_eq!(
-        o["stale"], 0,
-        "a graceful stop must commit what it wrote: {o}"
+        count(&r, "stale"),
+        0,
+        "a graceful stop must commit what it wrote"
     );
     r.shutdown().await;
 }

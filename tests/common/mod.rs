@@ -234,3 +234,143 @@ key = ["id"]
 pub fn assert_exact(v: &cdc_relay::verify::Verdict) {
     assert!(v.is_exact(), "final state differs: {v:#?}");
 }
+
+/// What a test scenario relays: topic `<name>` (3 partitions) → table `<name>`, group `g-<name>`.
+pub struct Plan {
+    pub name: &'static str,
+    /// The generator's envelope; the route declares the same unless `route_envelope` is set.
+    pub envelope: EnvelopeKind,
+    pub route_envelope: Option<EnvelopeKind>,
+    pub format: ValueFormat,
+    pub keys: u32,
+    pub records: u64,
+    pub seed: u64,
+    /// Extra `[[routes]]` lines.
+    pub route_extra: &'static str,
+    /// Create the DynamoDB table up front.
+    pub create_table: bool,
+}
+
+impl Plan {
+    pub fn new(
+        name: &'static str,
+        envelope: EnvelopeKind,
+        keys: u32,
+        records: u64,
+        seed: u64,
+    ) -> Plan {
+        Plan {
+            name,
+            envelope,
+            route_envelope: None,
+            format: ValueFormat::Avro,
+            keys,
+            records,
+            seed,
+            route_extra: "",
+            create_table: true,
+        }
+    }
+}
+
+/// A generated scenario: its relay config and the expected final state.
+pub struct Scenario {
+    pub topic: String,
+    pub table: String,
+    pub group: String,
+    pub cfg: Config,
+    pub expected: ExpectedState,
+    pub report: cdc_relay::generate::GenerateReport,
+}
+
+pub const PARTITIONS: i32 = 3;
+pub const DONE_TIMEOUT: Duration = Duration::from_secs(180);
+
+impl Env {
+    /// Creates the topic (and table), produces the records, and builds the relay config.
+    pub async fn scenario(&self, plan: Plan) -> Scenario {
+        let (topic, table, group) = (
+            format!("cdc.{}", plan.name),
+            plan.name.to_string(),
+            format!("g-{}", plan.name),
+        );
+        self.lab.kafka.create_topic(&topic, PARTITIONS).unwrap();
+        if plan.create_table {
+            cdc_relay::lab::create_table(&self.ddb, &table, "pk")
+                .await
+                .unwrap();
+        }
+        let mut spec = self.spec(
+            "cdc.",
+            &[plan.name],
+            plan.envelope,
+            plan.keys,
+            plan.records,
+            plan.seed,
+        );
+        spec.format = plan.format;
+        let (report, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
+        assert_eq!(report.records, plan.records);
+        let cfg = self.config(
+            &group,
+            &topic,
+            &table,
+            plan.route_envelope.unwrap_or(plan.envelope),
+            plan.format,
+            plan.route_extra,
+        );
+        Scenario {
+            topic,
+            table,
+            group,
+            cfg,
+            expected,
+            report,
+        }
+    }
+
+    /// Records committed by the scenario's group, over all partitions.
+    pub fn committed_total(&self, s: &Scenario) -> i64 {
+        self.committed(&s.group, &s.topic, PARTITIONS)
+            .iter()
+            .map(|c| c.unwrap_or(0))
+            .sum()
+    }
+
+    /// Waits until the group has committed at least `at_least` records in total.
+    pub async fn wait_progress(&self, s: &Scenario, at_least: i64) {
+        let until = Instant::now() + DONE_TIMEOUT;
+        while self.committed_total(s) < at_least {
+            assert!(
+                Instant::now() < until,
+                "no progress to {at_least} committed records"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every record of the scenario is committed.
+    pub async fn wait_done(&self, s: &Scenario) -> Vec<i64> {
+        let ends = self.end_offsets(&s.topic, PARTITIONS);
+        self.wait_committed(&s.group, &s.topic, &ends, DONE_TIMEOUT)
+            .await;
+        ends
+    }
+
+    /// DynamoDB holds exactly the expected final state.
+    pub async fn assert_exact(&self, s: &Scenario) -> cdc_relay::verify::Verdict {
+        let table = s.table.clone();
+        let v = cdc_relay::verify::verify(&self.ddb, &s.expected, move |_| table.clone(), "pk")
+            .await
+            .unwrap();
+        assert_exact(&v);
+        v
+    }
+}
+
+/// One of this relay instance's record outcomes (written, stale, skipped, poison).
+pub fn count(relay: &cdc_relay::relay::RelayHandle, what: &str) -> u64 {
+    relay.status().outcomes.to_json()[what]
+        .as_u64()
+        .unwrap_or(0)
+}
