@@ -4,9 +4,10 @@
 use tracing_subscriber::EnvFilter;
 
 /// Initialises the global subscriber once. `json = true` for production (one JSON object per line).
-pub fn init(json: bool) {
+/// `RUST_LOG` overrides `default_filter`.
+pub fn init(json: bool, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
