@@ -199,6 +199,18 @@ async fn e2e_each_poison_kind_stops_only_its_partition() {
         );
     }
 
+    // Lag comes from librdkafka statistics (every 2 s): the clean partition has none left.
+    let clean = relay.status().partition(TOPIC, 5).unwrap();
+    for _ in 0..100 {
+        if clean.high_watermark() == Some(11) && clean.lag() == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((clean.high_watermark(), clean.lag()), (Some(11), Some(0)));
+    let stopped = relay.status().partition(TOPIC, 0).unwrap();
+    assert_eq!(stopped.lag(), Some(6), "a stopped partition shows what it holds back");
+
     // /ready is false and names each stopped partition; /status shows the stop.
     let addr = relay.admin_addr().unwrap();
     let resp = reqwest::get(format!("http://{addr}/ready")).await.unwrap();

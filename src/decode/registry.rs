@@ -178,7 +178,7 @@ impl RegistryClient {
             .ok_or(RegistryError::NotConfigured)?;
         let url = format!("{base}/schemas/ids/{id}");
         let body = self
-            .with_retries(|| self.request(reqwest::Method::GET, &url, None))
+            .with_retries(true, || self.request(reqwest::Method::GET, &url, None))
             .await
             .map_err(|e| match e {
                 RegistryError::Rejected {
@@ -214,7 +214,9 @@ impl RegistryClient {
         let url = format!("{base}/subjects/{subject}/versions");
         let payload = serde_json::json!({ "schema": schema }).to_string();
         let body = self
-            .with_retries(|| self.request(reqwest::Method::POST, &url, Some(payload.clone())))
+            .with_retries(false, || {
+                self.request(reqwest::Method::POST, &url, Some(payload.clone()))
+            })
             .await?;
         let r: IdResponse = serde_json::from_str(&body).map_err(|e| RegistryError::Rejected {
             status: 200,
@@ -224,28 +226,46 @@ impl RegistryClient {
         Ok(r.id)
     }
 
-    async fn with_retries<F, Fut>(&self, mut f: F) -> Result<String, RegistryError>
+    /// Runs `f` until it succeeds or fails for good. Transient failures (5xx, timeouts, refused
+    /// connections) are retried up to `max_attempts`; with `retry_not_found`, so is a 404 (a schema
+    /// registered a moment ago may not have reached the replica that answers yet).
+    async fn with_retries<F, Fut>(
+        &self,
+        retry_not_found: bool,
+        mut f: F,
+    ) -> Result<String, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<String, RegistryError>>,
     {
-        let mut attempt = 0;
+        let mut backoff = crate::sinks::retry::Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            2.0,
+        );
         loop {
-            attempt += 1;
-            match f().await {
-                Err(RegistryError::Unavailable { message, .. }) => {
-                    if attempt >= self.inner.max_attempts {
-                        return Err(RegistryError::Unavailable {
-                            attempts: attempt,
-                            message,
-                        });
-                    }
-                    let delay = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)));
-                    tracing::warn!(attempt, error = %message, "schema registry unavailable; retrying");
-                    tokio::time::sleep(crate::sinks::retry::full_jitter(delay)).await;
-                }
-                other => return other,
+            let result = f().await;
+            let transient = match &result {
+                Err(RegistryError::Unavailable { .. }) => true,
+                Err(RegistryError::Rejected { status: 404, .. }) => retry_not_found,
+                _ => false,
+            };
+            if !transient {
+                return result;
             }
+            let attempts = backoff.attempts() + 1;
+            if attempts >= self.inner.max_attempts {
+                return match result {
+                    Err(RegistryError::Unavailable { message, .. }) => {
+                        Err(RegistryError::Unavailable { attempts, message })
+                    }
+                    other => other,
+                };
+            }
+            if let Err(e) = &result {
+                tracing::warn!(attempt = attempts, error = %e, "schema registry request failed; retrying");
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
