@@ -209,7 +209,11 @@ async fn e2e_each_poison_kind_stops_only_its_partition() {
     }
     assert_eq!((clean.high_watermark(), clean.lag()), (Some(11), Some(0)));
     let stopped = relay.status().partition(TOPIC, 0).unwrap();
-    assert_eq!(stopped.lag(), Some(6), "a stopped partition shows what it holds back");
+    assert_eq!(
+        stopped.lag(),
+        Some(6),
+        "a stopped partition shows what it holds back"
+    );
 
     // /ready is false and names each stopped partition; /status shows the stop.
     let addr = relay.admin_addr().unwrap();
