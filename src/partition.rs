@@ -16,7 +16,7 @@ use crate::error_class::ErrorClass;
 use crate::event::SourcePos;
 use crate::kafka::offsets::OffsetTracker;
 use crate::route::{Route, WriteRequest};
-use crate::sinks::pool::{SinkPool, WriteOutcome};
+use crate::sinks::pool::{PoolHandle, WriteOutcome};
 use crate::sinks::retry::Backoff;
 use crate::status::{PartitionState, StopInfo};
 
@@ -24,7 +24,7 @@ use crate::status::{PartitionState, StopInfo};
 pub struct PartitionDeps {
     pub decoder: Decoder,
     pub routes: HashMap<String, Route>,
-    pub dynamodb: SinkPool,
+    pub dynamodb: PoolHandle,
     pub max_item_bytes: usize,
     pub status: Arc<crate::status::StatusBoard>,
 }
@@ -149,18 +149,7 @@ impl PartitionActorState {
         let req = Arc::clone(&q.req);
         let (offset, received) = (q.offset, q.received);
         tokio::spawn(async move {
-            // A panicking write is reported as retryable and run again (DESIGN §2).
-            let outcome = loop {
-                let (pool, cancel, attempt) = (pool.clone(), cancel.clone(), Arc::clone(&req));
-                match tokio::spawn(async move { pool.write(&attempt, &cancel).await }).await {
-                    Ok(o) => break o,
-                    Err(e) if e.is_panic() => {
-                        tracing::error!(src = %req.src, "sink write panicked; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(_) => break WriteOutcome::Cancelled,
-                }
-            };
+            let outcome = pool.write(Arc::clone(&req), &cancel).await;
             let _ = me.cast(PartitionMsg::WriteDone {
                 offset,
                 pk: req.pk.clone(),

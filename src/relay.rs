@@ -21,7 +21,7 @@ use crate::partition::PartitionDeps;
 use crate::route::Route;
 use crate::sinks::Sink;
 use crate::sinks::dynamodb::DynamoDbSink;
-use crate::sinks::pool::{PoolSettings, SinkPool};
+use crate::sinks::pool::{PoolHandle, PoolSettings, PoolSpec, SinkPool};
 use crate::status::StatusBoard;
 use crate::supervision::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 
@@ -89,6 +89,7 @@ pub struct RelayHandle {
     admin_cancel: CancellationToken,
     escalations: mpsc::UnboundedReceiver<String>,
     shutdown_timeout: Duration,
+    dynamodb_pool: PoolHandle,
 }
 
 /// Starts a relay for `config`.
@@ -111,6 +112,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     );
     let status = StatusBoard::new();
     status.add_sink("dynamodb", Arc::clone(pool.health()));
+    let dynamodb_pool = PoolHandle::new(pool);
     let deps = Arc::new(PartitionDeps {
         decoder: Decoder::new(RegistryClient::new(&config.schema_registry)?),
         routes: config
@@ -118,7 +120,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
             .iter()
             .map(|r| (r.topic.clone(), Route::new(r.clone())))
             .collect::<HashMap<_, _>>(),
-        dynamodb: pool,
+        dynamodb: dynamodb_pool.clone(),
         max_item_bytes: config.dynamodb.max_item_bytes,
         status: Arc::clone(&status),
     });
@@ -146,12 +148,16 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         Supervisor,
         SupervisorArgs {
             policy: config.runtime.supervision.clone(),
-            children: vec![Arc::new(ConsumerSpec {
-                config: Arc::clone(&config),
-                deps,
-                status: Arc::clone(&status),
-                current: Arc::clone(&current),
-            })],
+            // The pool first: partition actors write through it as soon as the consumer runs.
+            children: vec![
+                Arc::new(PoolSpec(dynamodb_pool.clone())),
+                Arc::new(ConsumerSpec {
+                    config: Arc::clone(&config),
+                    deps,
+                    status: Arc::clone(&status),
+                    current: Arc::clone(&current),
+                }),
+            ],
             escalate_to: Some(tx),
         },
     )
@@ -166,6 +172,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         admin_cancel,
         escalations,
         shutdown_timeout: config.runtime.shutdown_timeout,
+        dynamodb_pool,
     })
 }
 
@@ -196,6 +203,12 @@ impl RelayHandle {
                     .is_ok()
             })
             .unwrap_or(false)
+    }
+
+    /// Fault injection for tests and chaos runs: the DynamoDB sink-pool actor fails; its in-flight
+    /// writes are retried against the actor its supervisor restarts.
+    pub fn inject_sink_pool_failure(&self) -> bool {
+        self.dynamodb_pool.inject_failure()
     }
 
     /// Drains in-flight records, commits, leaves the group and stops everything.

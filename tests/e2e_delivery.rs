@@ -198,13 +198,7 @@ async fn e2e_failed_partition_actor_restarts_and_resumes() {
     assert!(r.inject_partition_failure(&s.topic, 0));
     env.wait_done(&s).await;
     env.assert_exact(&s).await;
-    let metrics = cdc_relay::telemetry::metrics::render();
-    let restarts: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("cdc_relay_actor_restarts_total{actor=\"partition\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let restarts = restarts_of("partition");
     assert!(
         restarts >= 4.0,
         "expected ≥ 4 partition restarts, metrics say {restarts}"
@@ -257,5 +251,41 @@ async fn e2e_missing_table_holds_then_recovers() {
         "ready again: {:?}",
         r.status().readiness().1
     );
+    r.shutdown().await;
+}
+
+/// Supervised restarts of one actor kind, from this process's Prometheus metrics.
+fn restarts_of(kind: &str) -> f64 {
+    let prefix = format!("cdc_relay_actor_restarts_total{{actor=\"{kind}\"}}");
+    cdc_relay::telemetry::metrics::render()
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The DynamoDB sink-pool actor fails mid-stream, twice: its supervisor restarts it, the writes
+/// it had in flight are sent again, nothing is lost and the final state is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_failed_sink_pool_restarts_and_retries_in_flight_writes() {
+    let env = Env::start().await;
+    let s = env
+        .scenario(Plan::new("pool", EnvelopeKind::Qlik, 200, 3_000, 10))
+        .await;
+    let r = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_progress(&s, 300).await;
+    assert!(r.inject_sink_pool_failure());
+    env.wait_progress(&s, 1_200).await;
+    assert!(r.inject_sink_pool_failure());
+    env.wait_done(&s).await;
+    env.assert_exact(&s).await;
+    assert!(
+        restarts_of("sinkpool") >= 2.0,
+        "the pool actor must have been restarted twice"
+    );
+    assert!(r.status().readiness().0, "{:?}", r.status().readiness().1);
     r.shutdown().await;
 }

@@ -158,3 +158,162 @@ impl SinkPool {
         }
     }
 }
+
+/// Messages to a `SinkPoolActor`.
+pub enum PoolMsg {
+    /// Run one write; the outcome goes to `reply`. A dropped `reply` (worker panic, pool restart)
+    /// tells the caller to send the write again: it is retryable, never lost.
+    Write {
+        req: Arc<WriteRequest>,
+        cancel: CancellationToken,
+        reply: tokio::sync::oneshot::Sender<WriteOutcome>,
+    },
+    /// Fault injection (tests, chaos): fail the pool actor as a bug would.
+    Fail,
+}
+
+/// The supervised face of a `SinkPool` (DESIGN §2: `SinkPool(dynamodb:<table>)` in the tree).
+/// Each write runs as a worker task owned by the actor; when the actor fails, its workers are
+/// aborted with it and every caller is told to retry against the restarted actor.
+pub struct SinkPoolActor;
+
+pub struct SinkPoolState {
+    pool: SinkPool,
+    workers: tokio::task::JoinSet<()>,
+}
+
+impl SinkPoolState {
+    /// Collects finished workers; a panicked one has already dropped its reply (caller retries).
+    fn reap(&mut self) {
+        while let Some(done) = self.workers.try_join_next() {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::error!(sink = %self.pool.name(), "sink worker panicked; its write is retried");
+                metrics::counter!("cdc_relay_actor_restarts_total", "actor" => "sink_worker")
+                    .increment(1);
+            }
+        }
+    }
+}
+
+impl ractor::Actor for SinkPoolActor {
+    type Msg = PoolMsg;
+    type State = SinkPoolState;
+    type Arguments = SinkPool;
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<PoolMsg>,
+        pool: SinkPool,
+    ) -> Result<SinkPoolState, ractor::ActorProcessingErr> {
+        Ok(SinkPoolState {
+            pool,
+            workers: tokio::task::JoinSet::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ractor::ActorRef<PoolMsg>,
+        msg: PoolMsg,
+        state: &mut SinkPoolState,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        state.reap();
+        match msg {
+            PoolMsg::Write { req, cancel, reply } => {
+                let pool = state.pool.clone();
+                state.workers.spawn(async move {
+                    let outcome = pool.write(&req, &cancel).await;
+                    let _ = reply.send(outcome);
+                });
+                Ok(())
+            }
+            PoolMsg::Fail => {
+                Err(format!("injected failure of sink pool {}", state.pool.name()).into())
+            }
+        }
+    }
+}
+
+/// How callers reach the pool's current actor, which changes when the supervisor restarts it.
+#[derive(Clone)]
+pub struct PoolHandle {
+    pool: SinkPool,
+    current: Arc<std::sync::RwLock<Option<ractor::ActorRef<PoolMsg>>>>,
+}
+
+impl PoolHandle {
+    pub fn new(pool: SinkPool) -> Self {
+        PoolHandle {
+            pool,
+            current: Arc::new(std::sync::RwLock::new(None)),
+        }
+    }
+
+    pub fn pool(&self) -> &SinkPool {
+        &self.pool
+    }
+
+    fn actor(&self) -> Option<ractor::ActorRef<PoolMsg>> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Writes `req` through the pool actor. If the actor or the worker dies first, the write is
+    /// sent again (after a short pause) until an outcome arrives or `cancel` fires.
+    pub async fn write(&self, req: Arc<WriteRequest>, cancel: &CancellationToken) -> WriteOutcome {
+        loop {
+            if cancel.is_cancelled() {
+                return WriteOutcome::Cancelled;
+            }
+            if let Some(actor) = self.actor() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let msg = PoolMsg::Write {
+                    req: Arc::clone(&req),
+                    cancel: cancel.clone(),
+                    reply: tx,
+                };
+                if actor.cast(msg).is_ok() {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return WriteOutcome::Cancelled,
+                        r = rx => if let Ok(outcome) = r { return outcome },
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return WriteOutcome::Cancelled,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Fault injection (tests, chaos): fail the current pool actor.
+    pub fn inject_failure(&self) -> bool {
+        self.actor().is_some_and(|a| a.cast(PoolMsg::Fail).is_ok())
+    }
+}
+
+/// The supervisor's recipe for (re)starting a pool actor and publishing it to its `PoolHandle`.
+pub struct PoolSpec(pub PoolHandle);
+
+impl crate::supervision::ChildSpec for PoolSpec {
+    fn name(&self) -> String {
+        format!("sinkpool:{}", self.0.pool.name())
+    }
+
+    fn spawn(
+        &self,
+        supervisor: ractor::ActorCell,
+    ) -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ractor::SpawnErr>> {
+        let handle = self.0.clone();
+        Box::pin(async move {
+            let (actor, _) =
+                ractor::Actor::spawn_linked(None, SinkPoolActor, handle.pool.clone(), supervisor)
+                    .await?;
+            if let Ok(mut c) = handle.current.write() {
+                *c = Some(actor.clone());
+            }
+            Ok(actor.get_cell())
+        })
+    }
+}
