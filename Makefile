@@ -1,5 +1,5 @@
 # cdc-relay: the two commands are `make demo` and `make test` (see README.md).
-.PHONY: setup demo test test-fast lint fmt bench chaos clean
+.PHONY: setup demo test test-fast lint fmt clean
 
 CARGO ?= cargo
 export CDC_RELAY_MOTO_PYTHON ?= $(CURDIR)/.local/venv/bin/python
