@@ -273,12 +273,7 @@ impl PartitionActorState {
             WriteOutcome::Done => self.complete(offset, "written", received)?,
             WriteOutcome::Stale => self.complete(offset, "stale", received)?,
             WriteOutcome::Poison(e) => {
-                let reason = if e.message.contains("size") {
-                    "item_too_large"
-                } else {
-                    "sink_rejected"
-                };
-                self.stop_at(offset, ErrorClass::Poison, reason, e.to_string());
+                self.stop_at(offset, ErrorClass::Poison, e.reason, e.to_string())
             }
             WriteOutcome::Cancelled => self.shared.sub_in_flight(),
         }

@@ -80,9 +80,10 @@ pub fn classify<E>(sink: &str, err: &SdkError<E, HttpResponse>) -> SinkResult
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let failed = |class: ErrorClass, message: String| {
+    let failed = |class: ErrorClass, reason: &'static str, message: String| {
         SinkResult::Failed(SinkError {
             class,
+            reason,
             sink: sink.to_string(),
             message,
         })
@@ -100,21 +101,30 @@ where
                 | "InternalServerError"
                 | "ServiceUnavailable"
                 | "TransactionConflictException"
-                | "LimitExceededException" => failed(ErrorClass::Retryable, msg),
+                | "LimitExceededException" => {
+                    failed(ErrorClass::Retryable, "throttled_or_unavailable", msg)
+                }
                 "ResourceNotFoundException"
                 | "AccessDeniedException"
                 | "UnrecognizedClientException"
                 | "InvalidSignatureException"
                 | "MissingAuthenticationTokenException"
-                | "ExpiredTokenException" => failed(ErrorClass::Misconfiguration, msg),
-                "ValidationException" | "ItemCollectionSizeLimitExceededException" => {
-                    failed(ErrorClass::Poison, msg)
+                | "ExpiredTokenException" => {
+                    failed(ErrorClass::Misconfiguration, "misconfigured", msg)
+                }
+                // DynamoDB reports an oversize item as "Item size has exceeded the maximum allowed size".
+                "ValidationException" if msg.contains("Item size") => {
+                    failed(ErrorClass::Poison, "item_too_large", msg)
+                }
+                "ValidationException" => failed(ErrorClass::Poison, "sink_rejected", msg),
+                "ItemCollectionSizeLimitExceededException" => {
+                    failed(ErrorClass::Poison, "item_collection_too_large", msg)
                 }
                 _ => {
                     if se.raw().status().is_server_error() {
-                        failed(ErrorClass::Retryable, msg)
+                        failed(ErrorClass::Retryable, "server_error", msg)
                     } else {
-                        failed(ErrorClass::Misconfiguration, msg)
+                        failed(ErrorClass::Misconfiguration, "unexpected_client_error", msg)
                     }
                 }
             }
@@ -122,6 +132,7 @@ where
         // Timeouts, dispatch failures (connection refused), unparseable responses: transient.
         other => failed(
             ErrorClass::Retryable,
+            "transport",
             aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
         ),
     }

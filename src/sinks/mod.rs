@@ -27,6 +27,8 @@ pub enum SinkResult {
 #[error("{class} error from {sink}: {message}")]
 pub struct SinkError {
     pub class: ErrorClass,
+    /// A short, stable label for metrics and the DLQ (e.g. `item_too_large`, `throttled`).
+    pub reason: &'static str,
     pub sink: String,
     pub message: String,
 }
