@@ -13,6 +13,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::sinks::breaker::BreakerConfig;
+use crate::sinks::pool::RetryConfig;
 use crate::supervision::RestartPolicy;
 
 /// DynamoDB's hard item size limit.
@@ -28,6 +30,13 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub dynamodb: DynamoDbConfig,
+    /// Domain events to EventBridge; off unless the section is present.
+    #[serde(default)]
+    pub eventbridge: Option<EventBridgeConfig>,
+    /// Dead-letter queue for records that can never succeed. Without it, such a record stops
+    /// its partition (nothing is skipped).
+    #[serde(default)]
+    pub dlq: Option<DlqConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
@@ -117,17 +126,19 @@ pub struct AwsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DynamoDbConfig {
-    /// Maximum concurrent DynamoDB requests across all partitions.
+    /// Maximum concurrent DynamoDB requests (batches) per table.
     pub concurrency: usize,
     /// Items larger than this are poison (DynamoDB's limit is 400 KB).
     pub max_item_bytes: usize,
+    /// How long the first write of a `transact`/`batch` batch waits for more.
     #[serde(with = "humantime_serde")]
-    pub backoff_initial: Duration,
-    #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
+    pub linger: Duration,
     /// Per-request timeout (the SDK's operation timeout).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Backoff of retryable errors. DynamoDB is required: retries never stop (`budget` unused).
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
 }
 
 impl Default for DynamoDbConfig {
@@ -135,9 +146,129 @@ impl Default for DynamoDbConfig {
         DynamoDbConfig {
             concurrency: 64,
             max_item_bytes: DYNAMODB_MAX_ITEM_BYTES,
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(10),
+            linger: Duration::from_millis(5),
             request_timeout: Duration::from_secs(10),
+            retry: RetryConfig {
+                max: Duration::from_secs(10),
+                ..RetryConfig::default()
+            },
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// How a route writes to DynamoDB (DESIGN §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// One conditional PutItem/DeleteItem per record; never regresses.
+    #[default]
+    Conditional,
+    /// TransactWriteItems of up to 100 distinct keys, each guarded; never regresses; 2× WCU.
+    Transact,
+    /// BatchWriteItem of 25 unguarded writes: fastest; a replay regresses items until it catches up.
+    Batch,
+}
+
+impl WriteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Conditional => "conditional",
+            WriteMode::Transact => "transact",
+            WriteMode::Batch => "batch",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventBridgeConfig {
+    /// Event bus name or ARN.
+    pub bus: String,
+    /// Region of the bus when it differs from `aws.region` (cross-region routing).
+    pub region: Option<String>,
+    /// Custom endpoint; defaults to `aws.endpoint_url`.
+    pub endpoint_url: Option<String>,
+    /// The events' `source`.
+    pub source: String,
+    /// The events' `detail-type`; `{table}` and `{op}` are replaced.
+    pub detail_type: String,
+    /// Required: failures hold the partition like DynamoDB's. Optional (default): after
+    /// `retry.budget` attempts the record goes to the DLQ and commits proceed.
+    pub required: bool,
+    /// PutEvents calls in flight.
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for EventBridgeConfig {
+    fn default() -> Self {
+        EventBridgeConfig {
+            bus: "default".into(),
+            region: None,
+            endpoint_url: None,
+            source: "cdc-relay".into(),
+            detail_type: "{table}.{op}".into(),
+            required: false,
+            concurrency: 8,
+            linger: Duration::from_millis(10),
+            request_timeout: Duration::from_secs(10),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// SQS queue URL of the DLQ (or set `sqs_queue_name`).
+    pub sqs_queue_url: Option<String>,
+    /// SQS queue name, resolved to its URL at start-up (GetQueueUrl).
+    pub sqs_queue_name: Option<String>,
+    /// Optional Kafka DLQ topic (the seed's `events.validation_failed`): the original record,
+    /// headers plus `dlq.*` headers, written by an idempotent producer with acks=all.
+    pub kafka_topic: Option<String>,
+    /// Cluster of the Kafka DLQ topic; default: `kafka.bootstrap_servers`.
+    pub kafka_bootstrap_servers: Option<String>,
+    /// librdkafka properties of the DLQ producer (security); default: `kafka.properties`.
+    pub kafka_properties: Option<BTreeMap<String, String>>,
+    /// SQS message size limit; larger record bytes are left out of the body (the record stays
+    /// in Kafka and `dlq replay` fetches it from there).
+    pub max_message_bytes: usize,
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The DLQ is required: retries never stop (`budget` unused) and the partition holds.
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        DlqConfig {
+            sqs_queue_url: None,
+            sqs_queue_name: None,
+            kafka_topic: None,
+            kafka_bootstrap_servers: None,
+            kafka_properties: None,
+            max_message_bytes: 256 * 1024,
+            concurrency: 4,
+            linger: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(10),
+            retry: RetryConfig {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+                ..RetryConfig::default()
+            },
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -198,6 +329,15 @@ pub struct RouteConfig {
     /// How Avro date/time/timestamp logical types are stored: `epoch` (N) or `iso` (S).
     #[serde(default)]
     pub temporal: crate::decode::value::TemporalMode,
+    /// `conditional` (default), `transact` or `batch` (DESIGN §3.3).
+    #[serde(default)]
+    pub write_mode: WriteMode,
+    /// Publish a domain event per record to EventBridge (default: when `[eventbridge]` is set).
+    #[serde(default)]
+    pub events: Option<bool>,
+    /// Override `eventbridge.required` for this route.
+    #[serde(default)]
+    pub events_required: Option<bool>,
 }
 
 fn default_envelope() -> EnvelopeKind {
@@ -239,6 +379,14 @@ pub struct RuntimeConfig {
     pub shutdown_timeout: Duration,
     /// Records dispatched to one partition and not yet complete before it is paused.
     pub max_in_flight_per_partition: usize,
+    /// Record bytes in flight in one partition before it is paused.
+    pub max_in_flight_bytes_per_partition: usize,
+    /// Record bytes in flight across all partitions before every partition is paused. It also
+    /// caps librdkafka's prefetch queue (`queued.max.messages.kbytes`, a quarter of it).
+    pub memory_budget_bytes: usize,
+    /// A paused partition resumes when its (and the global) in-flight figures fall below this
+    /// fraction of their bounds (hysteresis).
+    pub resume_below: f64,
     /// Restart policy of every supervisor.
     pub supervision: RestartPolicy,
 }
@@ -248,6 +396,9 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_in_flight_per_partition: 2000,
+            max_in_flight_bytes_per_partition: 16 * 1024 * 1024,
+            memory_budget_bytes: 256 * 1024 * 1024,
+            resume_below: 0.5,
             supervision: RestartPolicy::default(),
         }
     }
@@ -439,13 +590,67 @@ impl Config {
                 "must be between 1 and 409600 (DynamoDB's item limit)",
             );
         }
-        if self.dynamodb.backoff_initial.is_zero()
-            || self.dynamodb.backoff_initial > self.dynamodb.backoff_max
-        {
-            bad(
-                "dynamodb.backoff_initial",
-                "must be > 0 and <= dynamodb.backoff_max",
-            );
+        let mut sink_checks = |section: &str, retry: &RetryConfig, breaker: &BreakerConfig| {
+            for (f, why) in retry.problems() {
+                bad(&format!("{section}.retry.{f}"), why);
+            }
+            for (f, why) in breaker.problems() {
+                bad(&format!("{section}.breaker.{f}"), why);
+            }
+        };
+        sink_checks("dynamodb", &self.dynamodb.retry, &self.dynamodb.breaker);
+        if let Some(eb) = &self.eventbridge {
+            sink_checks("eventbridge", &eb.retry, &eb.breaker);
+        }
+        if let Some(d) = &self.dlq {
+            sink_checks("dlq", &d.retry, &d.breaker);
+        }
+        if let Some(eb) = &self.eventbridge {
+            if eb.bus.trim().is_empty() {
+                bad("eventbridge.bus", "must not be empty");
+            }
+            if eb.source.trim().is_empty() {
+                bad("eventbridge.source", "must not be empty");
+            }
+            if eb.detail_type.trim().is_empty() {
+                bad("eventbridge.detail_type", "must not be empty");
+            }
+            if eb.concurrency == 0 {
+                bad("eventbridge.concurrency", "must be at least 1");
+            }
+            if let Some(url) = &eb.endpoint_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                bad(
+                    "eventbridge.endpoint_url",
+                    "must start with http:// or https://",
+                );
+            }
+        }
+        if let Some(d) = &self.dlq {
+            match (&d.sqs_queue_url, &d.sqs_queue_name) {
+                (None, None) => bad("dlq.sqs_queue_url", "set sqs_queue_url or sqs_queue_name"),
+                (Some(_), Some(_)) => bad(
+                    "dlq.sqs_queue_name",
+                    "set either sqs_queue_url or sqs_queue_name, not both",
+                ),
+                _ => {}
+            }
+            if d.kafka_topic
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                bad("dlq.kafka_topic", "must not be empty when set");
+            }
+            if !(1024..=1024 * 1024).contains(&d.max_message_bytes) {
+                bad(
+                    "dlq.max_message_bytes",
+                    "must be between 1024 and 1048576 (SQS's limit)",
+                );
+            }
+            if d.concurrency == 0 {
+                bad("dlq.concurrency", "must be at least 1");
+            }
         }
         if self.routes.is_empty() {
             bad("routes", "at least one [[routes]] entry is required");
@@ -476,6 +681,25 @@ impl Config {
                     "must be a non-empty name not starting with '_' (reserved for relay metadata)",
                 );
             }
+            if let Some(other) = self
+                .routes
+                .iter()
+                .find(|o| o.table == r.table && o.write_mode != r.write_mode)
+            {
+                bad(
+                    &at("write_mode"),
+                    &format!(
+                        "table {:?} is also written by topic {:?} in mode {}; one table has one mode",
+                        r.table,
+                        other.topic,
+                        other.write_mode.as_str()
+                    ),
+                );
+            }
+            if (r.events == Some(true) || r.events_required.is_some()) && self.eventbridge.is_none()
+            {
+                bad(&at("events"), "needs an [eventbridge] section");
+            }
             if r.tombstone_ttl.is_some() && r.delete == DeleteMode::Hard {
                 bad(
                     &at("tombstone_ttl"),
@@ -497,6 +721,21 @@ impl Config {
         if self.runtime.max_in_flight_per_partition == 0 {
             bad("runtime.max_in_flight_per_partition", "must be at least 1");
         }
+        if self.runtime.max_in_flight_bytes_per_partition < 1024 {
+            bad(
+                "runtime.max_in_flight_bytes_per_partition",
+                "must be at least 1024",
+            );
+        }
+        if self.runtime.memory_budget_bytes < self.runtime.max_in_flight_bytes_per_partition {
+            bad(
+                "runtime.memory_budget_bytes",
+                "must be at least runtime.max_in_flight_bytes_per_partition",
+            );
+        }
+        if !(self.runtime.resume_below > 0.0 && self.runtime.resume_below < 1.0) {
+            bad("runtime.resume_below", "must be in (0, 1)");
+        }
         if self.runtime.supervision.max_restarts == 0 {
             bad("runtime.supervision.max_restarts", "must be at least 1");
         }
@@ -505,6 +744,15 @@ impl Config {
 
     pub fn route_for(&self, topic: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| r.topic == topic)
+    }
+
+    /// Whether `route` publishes events, and whether they are required.
+    pub fn events_for(&self, route: &RouteConfig) -> Option<bool> {
+        let eb = self.eventbridge.as_ref()?;
+        route
+            .events
+            .unwrap_or(true)
+            .then(|| route.events_required.unwrap_or(eb.required))
     }
 }
 

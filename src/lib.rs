@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod dlq;
 pub mod error_class;
 pub mod event;
 pub mod generate;

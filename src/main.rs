@@ -116,6 +116,11 @@ enum Cmd {
         #[arg(long)]
         no_moto: bool,
     },
+    /// Works with the SQS dead-letter queue of a config's `[dlq]`.
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
     /// Compares DynamoDB with an expected-state file. Prints a JSON verdict; exit 0 if exact.
     Verify {
         #[arg(long)]
@@ -130,6 +135,38 @@ enum Cmd {
         table_prefix: String,
         #[arg(long, default_value = "pk")]
         pk_attribute: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Prints DLQ messages readably without consuming them.
+    Inspect {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 10)]
+        max: usize,
+        /// One JSON object per message instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replays DLQ messages, deleting each only after its replay is acknowledged.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Produce to this topic instead of each record's source topic.
+        #[arg(long, conflicts_with = "to_sinks")]
+        to_topic: Option<String>,
+        /// Decode, route and write to DynamoDB directly (after fixing the cause).
+        #[arg(long)]
+        to_sinks: bool,
+        /// Print what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many messages (default: until the queue is empty).
+        #[arg(long)]
+        max: Option<usize>,
     },
 }
 
@@ -185,6 +222,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
         Cmd::Run { config } => run(config).await,
+        Cmd::Dlq { cmd } => dlq(cmd).await,
         Cmd::Demo {
             records,
             keys,
@@ -301,6 +339,96 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             .await?;
             println!("{}", serde_json::to_string(&v)?);
             Ok(if v.is_exact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn dlq(cmd: DlqCmd) -> anyhow::Result<ExitCode> {
+    use cdc_relay::dlq::tool::{DlqTool, ReplayTarget};
+    let path = match &cmd {
+        DlqCmd::Inspect { config, .. } | DlqCmd::Replay { config, .. } => config.clone(),
+    };
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let sdk = cdc_relay::sinks::aws::sdk_config(&cfg.aws, cfg.dynamodb.request_timeout).await;
+    let tool = DlqTool::connect(cfg, sdk).await?;
+    match cmd {
+        DlqCmd::Inspect { max, json, .. } => {
+            let msgs = tool.inspect(max).await?;
+            for m in &msgs {
+                match (&m.body, json) {
+                    (Ok(b), true) => println!(
+                        "{}",
+                        serde_json::json!({"message_id": m.message_id, "receive_count": m.receive_count, "body": b})
+                    ),
+                    (Ok(b), false) => {
+                        println!(
+                            "{}/{}@{}  key={}  {}/{}: {}",
+                            b.topic,
+                            b.partition,
+                            b.offset,
+                            b.key()
+                                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                                .unwrap_or_default(),
+                            b.error.class,
+                            b.error.reason,
+                            b.error.message
+                        );
+                        println!(
+                            "    value: {} bytes{}  region: {}  message: {}  received {}x",
+                            b.value_bytes,
+                            if b.value_omitted {
+                                " (omitted: too large for SQS; still in Kafka)"
+                            } else {
+                                ""
+                            },
+                            b.region,
+                            m.message_id,
+                            m.receive_count
+                        );
+                        if let Some(d) = &b.decoded {
+                            println!(
+                                "    decoded: {}",
+                                cdc_relay::dlq::truncate(&d.to_string(), 300)
+                            );
+                        }
+                    }
+                    (Err(raw), _) => println!(
+                        "{}  (not a cdc-relay DLQ body) {}",
+                        m.message_id,
+                        cdc_relay::dlq::truncate(raw, 300)
+                    ),
+                }
+            }
+            eprintln!("{} message(s)", msgs.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCmd::Replay {
+            to_topic,
+            to_sinks,
+            dry_run,
+            max,
+            ..
+        } => {
+            let target = if to_sinks {
+                ReplayTarget::Sinks
+            } else {
+                ReplayTarget::Topic(to_topic)
+            };
+            let report = tool
+                .replay(&target, dry_run, max.unwrap_or(usize::MAX))
+                .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(if report.failed.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -1,8 +1,10 @@
-//! The partition actor: one per assigned partition. Decodes each record, routes it, hands writes
-//! to the sink pool with per-key ordering, and tracks offsets so only completed prefixes commit.
+//! The partition actor: one per assigned partition. Decodes each record, routes it, and runs one
+//! job per record — the DynamoDB write, then the EventBridge event, or the DLQ — with per-key
+//! ordering; it tracks offsets so only completed prefixes commit.
 //!
 //! It never commits (the consumer thread does, from `PartitionState::committable`), never skips a
-//! record silently, and never lets two writes for one key be in flight at once.
+//! record silently (poison goes to the DLQ, or stops the partition when there is none), and never
+//! lets two jobs for one key run at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,44 +13,84 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::config::EventBridgeConfig;
 use crate::decode::{Decoded, Decoder};
+use crate::dlq::{DeadLetter, Dlq};
 use crate::error_class::ErrorClass;
-use crate::event::SourcePos;
 use crate::kafka::offsets::OffsetTracker;
-use crate::route::{Route, WriteRequest};
+pub use crate::kafka::record::RecordIn;
+use crate::route::{Route, WriteKind, WriteRequest};
+use crate::sinks::SinkError;
+use crate::sinks::eventbridge::EventRequest;
 use crate::sinks::pool::{PoolHandle, WriteOutcome};
 use crate::sinks::retry::Backoff;
 use crate::status::{PartitionState, StopInfo};
 
-/// What every partition actor shares: decoder, routes, sink pools.
+/// A route's events: the EventBridge pool and whether the route requires them.
+pub struct EventSink {
+    pub pool: PoolHandle<EventRequest>,
+    pub required: bool,
+    pub cfg: Arc<EventBridgeConfig>,
+}
+
+/// A route with the sinks it writes to.
+pub struct RouteSinks {
+    pub route: Route,
+    pub dynamodb: PoolHandle<WriteRequest>,
+    pub events: Option<EventSink>,
+}
+
+/// What every partition actor shares: decoder, routes with their sink pools, the DLQ.
 pub struct PartitionDeps {
     pub decoder: Decoder,
-    pub routes: HashMap<String, Route>,
-    pub dynamodb: PoolHandle,
+    pub routes: HashMap<String, RouteSinks>,
+    pub dlq: Option<Dlq>,
+    /// The relay's region, written into events and DLQ attributes.
+    pub region: String,
     pub max_item_bytes: usize,
     pub status: Arc<crate::status::StatusBoard>,
 }
 
-/// A record handed over by the consumer thread (an owned copy of the Kafka message).
+/// Why a record cannot succeed.
 #[derive(Debug, Clone)]
-pub struct RecordIn {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub payload: Option<Vec<u8>>,
-    pub timestamp_ms: Option<i64>,
-    pub received: Instant,
+pub struct Failure {
+    pub class: ErrorClass,
+    pub reason: String,
+    pub error: String,
+}
+
+impl Failure {
+    fn from_sink(e: &SinkError, prefix: &str) -> Failure {
+        Failure {
+            class: e.class,
+            reason: format!("{prefix}{}", e.reason),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// How a record's job ended.
+#[derive(Debug)]
+pub enum JobOutcome {
+    Written,
+    Stale,
+    /// In the DLQ (with this reason); the offset may commit.
+    DeadLettered(String),
+    /// No DLQ, or the DLQ rejected the record: the partition stops at it.
+    Stop(Failure),
+    /// Given up (revoke, shutdown, actor restart): not committed, fetched again later.
+    Cancelled,
 }
 
 pub enum PartitionMsg {
     Record(Box<RecordIn>),
-    WriteDone {
+    JobDone {
         offset: i64,
-        pk: String,
-        outcome: WriteOutcome,
+        pk: Option<String>,
+        outcome: JobOutcome,
         received: Instant,
     },
-    /// Stop taking records; reply once no write is in flight.
+    /// Stop taking records; reply once no job is running.
     Drain(std::sync::mpsc::Sender<()>),
     /// Fault injection (tests, chaos): fail this actor as a bug would, so its supervisor restarts it.
     Fail(String),
@@ -59,20 +101,100 @@ pub struct PartitionArgs {
     pub state: Arc<PartitionState>,
 }
 
-struct Queued {
-    offset: i64,
-    req: Arc<WriteRequest>,
-    received: Instant,
+/// One record's work. Holding it holds the record's in-flight ticket.
+struct Job {
+    rec: RecordIn,
+    write: Option<Arc<WriteRequest>>,
+    event: Option<Arc<EventRequest>>,
+    /// Set when decoding or routing already showed the record to be poison.
+    poison: Option<Failure>,
+}
+
+impl Job {
+    /// The decoded change as JSON for the DLQ body (when decoding got that far).
+    fn decoded(&self) -> Option<serde_json::Value> {
+        let w = self.write.as_ref()?;
+        let item = match &w.kind {
+            WriteKind::Put(item) => serde_json::Value::Object(
+                item.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            ),
+            WriteKind::Delete => serde_json::Value::Null,
+        };
+        Some(
+            serde_json::json!({"table": &*w.table, "pk": w.pk, "seq": w.seq.as_str(), "op": w.op.as_str(), "item": item}),
+        )
+    }
+
+    /// Runs the job: DynamoDB (required), then the event (the change is in the table before
+    /// anyone hears of it; sent on stale too, so a replay re-sends what a crash may have lost,
+    /// with the same `event_id`). A failure goes to the DLQ.
+    async fn run(self, deps: Arc<PartitionDeps>, cancel: CancellationToken) -> JobOutcome {
+        let mut failure = self.poison.clone();
+        let mut stale = false;
+        if failure.is_none()
+            && let Some(rs) = deps.routes.get(&self.rec.topic)
+        {
+            if let Some(w) = &self.write {
+                match rs.dynamodb.write(Arc::clone(w), &cancel, true).await {
+                    WriteOutcome::Done => {}
+                    WriteOutcome::Stale => stale = true,
+                    WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => {
+                        failure = Some(Failure::from_sink(&e, ""));
+                    }
+                    WriteOutcome::Cancelled => return JobOutcome::Cancelled,
+                }
+            }
+            if failure.is_none()
+                && let (Some(ev), Some(es)) = (&self.event, &rs.events)
+            {
+                match es.pool.write(Arc::clone(ev), &cancel, es.required).await {
+                    WriteOutcome::Done | WriteOutcome::Stale => {}
+                    WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => {
+                        failure = Some(Failure::from_sink(&e, "eventbridge_"));
+                    }
+                    WriteOutcome::Cancelled => return JobOutcome::Cancelled,
+                }
+            }
+        }
+        let Some(f) = failure else {
+            return if stale {
+                JobOutcome::Stale
+            } else {
+                JobOutcome::Written
+            };
+        };
+        let Some(dlq) = &deps.dlq else {
+            return JobOutcome::Stop(f);
+        };
+        let dl = DeadLetter::new(
+            &self.rec,
+            f.class,
+            &f.reason,
+            &f.error,
+            self.decoded(),
+            &deps.region,
+            dlq.max_message_bytes,
+        );
+        match dlq.send(dl, &cancel).await {
+            WriteOutcome::Done | WriteOutcome::Stale => JobOutcome::DeadLettered(f.reason),
+            WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => JobOutcome::Stop(Failure {
+                class: ErrorClass::Poison,
+                reason: "dlq_rejected".into(),
+                error: format!("{} (the DLQ rejected it: {e})", f.error),
+            }),
+            WriteOutcome::Cancelled => JobOutcome::Cancelled,
+        }
+    }
 }
 
 pub struct PartitionActorState {
     deps: Arc<PartitionDeps>,
     shared: Arc<PartitionState>,
     tracker: OffsetTracker,
-    /// Per key: the write in flight (front) and those waiting behind it, in offset order.
-    keys: HashMap<String, VecDeque<Queued>>,
+    /// Keys with a job running, each with the jobs waiting behind it in offset order.
+    keys: HashMap<String, VecDeque<Job>>,
     active: usize,
-    /// The offset this partition stopped at (poison), if any.
+    /// The offset this partition stopped at (poison without a DLQ), if any.
     stopped_at: Option<i64>,
     draining: Option<std::sync::mpsc::Sender<()>>,
     cancel: CancellationToken,
@@ -97,11 +219,11 @@ impl PartitionActorState {
         if let Some(c) = self.tracker.committable() {
             self.shared.set_committable(c);
         }
-        self.shared.sub_in_flight();
         let o = &self.deps.status.outcomes;
         match outcome {
             "written" => &o.written,
             "stale" => &o.stale,
+            "dead_lettered" => &o.dead_lettered,
             _ => &o.skipped,
         }
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -113,14 +235,15 @@ impl PartitionActorState {
         Ok(())
     }
 
-    /// Stops the partition at a poison record: nothing at or after `offset` is processed or committed.
-    fn stop_at(&mut self, offset: i64, class: ErrorClass, reason: &str, error: String) {
+    /// Stops the partition at a poison record: nothing at or after `offset` is processed or
+    /// committed. Used when no DLQ is configured, or the DLQ rejected the record.
+    fn stop_at(&mut self, offset: i64, f: Failure) {
         tracing::error!(
-            topic = %self.shared.topic, partition = self.shared.partition, offset, %class, reason, %error,
-            "poison record: partition stopped at this offset (no DLQ configured); nothing at or after it is committed"
+            topic = %self.shared.topic, partition = self.shared.partition, offset, class = %f.class, reason = %f.reason, error = %f.error,
+            "poison record and no DLQ to take it: partition stopped at this offset; nothing at or after it is committed"
         );
         let mut l = self.labels().to_vec();
-        l.push(("reason", reason.to_string()));
+        l.push(("reason", f.reason.clone()));
         metrics::counter!("cdc_relay_poison_records_total", &l).increment(1);
         self.deps
             .status
@@ -130,37 +253,50 @@ impl PartitionActorState {
         self.stopped_at = Some(self.stopped_at.map_or(offset, |s| s.min(offset)));
         self.shared.set_stopped(Some(StopInfo {
             offset: self.stopped_at.unwrap_or(offset),
-            class: class.to_string(),
-            reason: reason.to_string(),
-            error,
+            class: f.class.to_string(),
+            reason: f.reason,
+            error: f.error,
         }));
-        self.shared.sub_in_flight();
     }
 
-    fn may_write(&self, offset: i64) -> bool {
-        self.stopped_at.is_none_or(|s| offset < s)
+    fn may_run(&self, offset: i64) -> bool {
+        self.stopped_at.is_none_or(|s| offset < s) && !self.cancel.is_cancelled()
     }
 
-    fn spawn_write(&mut self, myself: &ActorRef<PartitionMsg>, q: &Queued) {
+    fn spawn_job(&mut self, myself: &ActorRef<PartitionMsg>, job: Job, pk: Option<String>) {
         self.active += 1;
-        let pool = self.deps.dynamodb.clone();
+        let deps = Arc::clone(&self.deps);
         let cancel = self.cancel.clone();
         let me = myself.clone();
-        let req = Arc::clone(&q.req);
-        let (offset, received) = (q.offset, q.received);
+        let (offset, received) = (job.rec.offset, job.rec.received);
         tokio::spawn(async move {
-            let outcome = pool.write(Arc::clone(&req), &cancel).await;
-            let _ = me.cast(PartitionMsg::WriteDone {
+            let outcome = job.run(deps, cancel).await;
+            let _ = me.cast(PartitionMsg::JobDone {
                 offset,
-                pk: req.pk.clone(),
+                pk,
                 outcome,
                 received,
             });
         });
     }
 
-    /// Replies to a pending `Drain` once no write is in flight (queued writes start as soon as
-    /// their key's previous write completes, so `active == 0` means the queues are empty too).
+    /// A record that can never succeed: to the DLQ through a job, or (no DLQ) stop here.
+    fn poison(&mut self, myself: &ActorRef<PartitionMsg>, rec: RecordIn, f: Failure) {
+        if self.deps.dlq.is_none() {
+            self.stop_at(rec.offset, f);
+            return;
+        }
+        let job = Job {
+            rec,
+            write: None,
+            event: None,
+            poison: Some(f),
+        };
+        self.spawn_job(myself, job, None);
+    }
+
+    /// Replies to a pending `Drain` once no job is running (queued jobs start as soon as their
+    /// key's previous job completes, so `active == 0` means the queues are empty too).
     fn check_drained(&mut self) {
         if self.active == 0
             && let Some(tx) = self.draining.take()
@@ -177,38 +313,42 @@ impl PartitionActorState {
         r: RecordIn,
     ) -> Result<(), ActorProcessingErr> {
         if self.draining.is_some() || self.stopped_at.is_some() || self.shared.is_draining() {
-            // Not tracked, so never committed: it is fetched again by whoever owns the partition next.
-            self.shared.sub_in_flight();
+            // Not tracked, so never committed: fetched again by whoever owns the partition next.
             return Ok(());
         }
         // Out of order means our view of the partition is broken: fail, restart, seek (DESIGN §2).
         self.tracker.track(r.offset)?;
         metrics::counter!("cdc_relay_records_consumed_total", &self.labels()).increment(1);
-        let pos = SourcePos {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-        };
-        let Some(route) = self.deps.routes.get(&r.topic) else {
-            self.stop_at(
-                r.offset,
-                ErrorClass::Poison,
-                "no_route",
-                format!("no route for topic {}", r.topic),
+        let pos = r.pos();
+        let deps = Arc::clone(&self.deps);
+        let Some(rs) = deps.routes.get(&r.topic) else {
+            let error = format!("no route for topic {}", r.topic);
+            self.poison(
+                myself,
+                r,
+                Failure {
+                    class: ErrorClass::Poison,
+                    reason: "no_route".into(),
+                    error,
+                },
             );
             return Ok(());
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
         let decoded = loop {
-            match self
-                .deps
+            match deps
                 .decoder
-                .decode(&route.cfg, r.payload.as_deref(), pos.clone())
+                .decode(&rs.route.cfg, r.payload.as_deref(), pos.clone())
                 .await
             {
                 Ok(d) => break d,
                 Err(e) if e.class() == ErrorClass::Poison => {
-                    self.stop_at(r.offset, ErrorClass::Poison, e.reason(), e.to_string());
+                    let f = Failure {
+                        class: ErrorClass::Poison,
+                        reason: e.reason().into(),
+                        error: e.to_string(),
+                    };
+                    self.poison(myself, r, f);
                     return Ok(());
                 }
                 Err(e) => {
@@ -229,71 +369,74 @@ impl PartitionActorState {
             }
             Decoded::Change(ev) => ev,
         };
-        let req = match route.build(ev, r.timestamp_ms, self.deps.max_item_bytes) {
+        let for_event = rs.events.as_ref().map(|_| ev.clone());
+        let req = match rs.route.build(ev, r.timestamp_ms, deps.max_item_bytes) {
             Ok(req) => req,
             Err(e) => {
-                self.stop_at(r.offset, e.class(), e.reason(), e.to_string());
+                let f = Failure {
+                    class: e.class(),
+                    reason: e.reason().into(),
+                    error: e.to_string(),
+                };
+                self.poison(myself, r, f);
                 return Ok(());
             }
         };
-        let q = Queued {
-            offset: r.offset,
-            req: Arc::new(req),
-            received: r.received,
+        let event = match (&rs.events, for_event) {
+            (Some(es), Some(ev)) => Some(Arc::new(EventRequest::new(
+                &es.cfg,
+                &rs.route.cfg.table,
+                &rs.route.cfg.key,
+                &req.pk,
+                &ev,
+                &deps.region,
+                r.traceparent(),
+            ))),
+            _ => None,
         };
-        let pk = q.req.pk.clone();
-        let queue = self.keys.entry(pk.clone()).or_default();
-        queue.push_back(q);
-        if queue.len() == 1
-            && let Some(front) = self.keys.get(&pk).and_then(|q| q.front())
-        {
-            let front = Queued {
-                offset: front.offset,
-                req: Arc::clone(&front.req),
-                received: front.received,
-            };
-            self.spawn_write(myself, &front);
+        let pk = req.pk.clone();
+        let job = Job {
+            rec: r,
+            write: Some(Arc::new(req)),
+            event,
+            poison: None,
+        };
+        match self.keys.get_mut(&pk) {
+            Some(waiting) => waiting.push_back(job),
+            None => {
+                self.keys.insert(pk.clone(), VecDeque::new());
+                self.spawn_job(myself, job, Some(pk));
+            }
         }
         Ok(())
     }
 
-    fn on_write_done(
+    fn on_job_done(
         &mut self,
         myself: &ActorRef<PartitionMsg>,
         offset: i64,
-        pk: String,
-        outcome: WriteOutcome,
+        pk: Option<String>,
+        outcome: JobOutcome,
         received: Instant,
     ) -> Result<(), ActorProcessingErr> {
         self.active = self.active.saturating_sub(1);
-        if let Some(q) = self.keys.get_mut(&pk) {
-            q.pop_front();
-        }
         match outcome {
-            WriteOutcome::Done => self.complete(offset, "written", received)?,
-            WriteOutcome::Stale => self.complete(offset, "stale", received)?,
-            WriteOutcome::Poison(e) => {
-                self.stop_at(offset, ErrorClass::Poison, e.reason, e.to_string())
-            }
-            WriteOutcome::Cancelled => self.shared.sub_in_flight(),
+            JobOutcome::Written => self.complete(offset, "written", received)?,
+            JobOutcome::Stale => self.complete(offset, "stale", received)?,
+            JobOutcome::DeadLettered(_) => self.complete(offset, "dead_lettered", received)?,
+            JobOutcome::Stop(f) => self.stop_at(offset, f),
+            JobOutcome::Cancelled => {}
         }
-        // Start the next write for this key, unless it lies at or after a poison stop.
-        let next = self.keys.get(&pk).and_then(|q| q.front()).map(|f| Queued {
-            offset: f.offset,
-            req: Arc::clone(&f.req),
-            received: f.received,
-        });
-        // Draining (revoke, shutdown) finishes every tracked record, queued ones included, so the
-        // commit covers all of them; the consumer's deadline bounds how long that may take.
-        match next {
-            Some(n) if self.may_write(n.offset) && !self.cancel.is_cancelled() => {
-                self.spawn_write(myself, &n)
-            }
-            _ => {
-                if let Some(rest) = self.keys.remove(&pk) {
-                    for _ in rest {
-                        self.shared.sub_in_flight();
-                    }
+        // Start the next job of this key, unless it lies at or after a stop. Draining (revoke,
+        // shutdown) finishes every tracked record, queued ones included, so the commit covers
+        // all of them; the consumer's deadline bounds how long that may take.
+        if let Some(pk) = pk {
+            let next = self.keys.get_mut(&pk).and_then(VecDeque::pop_front);
+            match next {
+                Some(job) if self.may_run(job.rec.offset) => self.spawn_job(myself, job, Some(pk)),
+                // Dropping the rest releases their tickets; they are not committed.
+                _ => {
+                    self.keys.remove(&pk);
                 }
             }
         }
@@ -336,12 +479,12 @@ impl Actor for PartitionActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PartitionMsg::Record(r) => state.on_record(&myself, *r).await,
-            PartitionMsg::WriteDone {
+            PartitionMsg::JobDone {
                 offset,
                 pk,
                 outcome,
                 received,
-            } => state.on_write_done(&myself, offset, pk, outcome, received),
+            } => state.on_job_done(&myself, offset, pk, outcome, received),
             PartitionMsg::Fail(why) => Err(format!("injected failure: {why}").into()),
             PartitionMsg::Drain(tx) => {
                 state.draining = Some(tx);

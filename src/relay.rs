@@ -1,5 +1,6 @@
-//! The relay: builds the sinks, decoder and routes from a `Config`, starts the supervision tree
-//! (root `Supervisor` → `Consumer` → partition actors) and the admin server, and offers graceful
+//! The relay: builds the sink pools (one per DynamoDB table, the EventBridge bus, the DLQ's SQS
+//! queue and Kafka topic), decoder and routes from a `Config`, starts the supervision tree (root
+//! `Supervisor` → pools, `Consumer` → partition actors) and the admin server, and offers graceful
 //! shutdown and abort.
 //!
 //! Wiring only; it must not contain record processing.
@@ -13,15 +14,19 @@ use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, DlqConfig};
 use crate::decode::Decoder;
 use crate::decode::registry::{RegistryClient, RegistryError};
+use crate::dlq::kafka::KafkaDlqSink;
+use crate::dlq::sqs::SqsDlqSink;
+use crate::dlq::{DeadLetter, Dlq};
 use crate::kafka::consumer::{ConsumerActor, ConsumerArgs, ConsumerMsg};
-use crate::partition::PartitionDeps;
-use crate::route::Route;
+use crate::partition::{EventSink, PartitionDeps, RouteSinks};
+use crate::route::{Route, WriteRequest};
 use crate::sinks::Sink;
 use crate::sinks::dynamodb::DynamoDbSink;
-use crate::sinks::pool::{PoolHandle, PoolSettings, PoolSpec, SinkPool};
+use crate::sinks::eventbridge::{EventBridgeSink, EventRequest};
+use crate::sinks::pool::{PoolHandle, PoolSettings, PoolSpec};
 use crate::status::StatusBoard;
 use crate::supervision::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 
@@ -31,6 +36,10 @@ pub enum RelayError {
     Registry(#[from] RegistryError),
     #[error("cannot start the actor tree: {0}")]
     Spawn(String),
+    #[error("cannot find the DLQ queue {name:?}: {error}")]
+    DlqQueue { name: String, error: String },
+    #[error("cannot create the Kafka DLQ producer: {0}")]
+    DlqProducer(String),
     #[error("cannot bind the admin server on {listen}: {source}")]
     Admin {
         listen: String,
@@ -89,7 +98,43 @@ pub struct RelayHandle {
     admin_cancel: CancellationToken,
     escalations: mpsc::UnboundedReceiver<String>,
     shutdown_timeout: Duration,
-    dynamodb_pool: PoolHandle,
+    dynamodb_pools: Vec<PoolHandle<WriteRequest>>,
+}
+
+/// A client config with this sink's per-attempt timeout.
+fn timeouts(request_timeout: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(request_timeout)
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+}
+
+/// The pools a relay runs, as supervised children of the root.
+struct Pools {
+    specs: Vec<Arc<dyn ChildSpec>>,
+    dynamodb: Vec<PoolHandle<WriteRequest>>,
+}
+
+/// Resolves the DLQ's queue URL (`sqs_queue_url`, or GetQueueUrl of `sqs_queue_name`).
+async fn dlq_queue_url(client: &aws_sdk_sqs::Client, d: &DlqConfig) -> Result<String, RelayError> {
+    if let Some(url) = &d.sqs_queue_url {
+        return Ok(url.clone());
+    }
+    let name = d.sqs_queue_name.clone().unwrap_or_default();
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        match client.get_queue_url().queue_name(&name).send().await {
+            Ok(out) => {
+                if let Some(url) = out.queue_url() {
+                    return Ok(url.to_string());
+                }
+                last = "GetQueueUrl returned no URL".into();
+            }
+            Err(e) => last = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500) * (attempt + 1)).await;
+    }
+    Err(RelayError::DlqQueue { name, error: last })
 }
 
 /// Starts a relay for `config`.
@@ -100,27 +145,165 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         Some(s) => s,
         None => crate::sinks::aws::sdk_config(&config.aws, config.dynamodb.request_timeout).await,
     };
-    let dynamodb: Arc<dyn Sink> = Arc::new(DynamoDbSink::new(&sdk));
-    let pool = SinkPool::new(
-        dynamodb,
-        PoolSettings {
-            concurrency: config.dynamodb.concurrency,
-            backoff_initial: config.dynamodb.backoff_initial,
-            backoff_max: config.dynamodb.backoff_max,
-            misconfig_backoff: Duration::from_secs(5),
-        },
-    );
+    let region = config
+        .aws
+        .region
+        .clone()
+        .or_else(|| sdk.region().map(ToString::to_string))
+        .unwrap_or_else(|| "unknown".into());
     let status = StatusBoard::new();
-    status.add_sink("dynamodb", Arc::clone(pool.health()));
-    let dynamodb_pool = PoolHandle::new(pool);
+    let mut pools = Pools {
+        specs: Vec::new(),
+        dynamodb: Vec::new(),
+    };
+    let misconfig_backoff = Duration::from_secs(5);
+
+    // DynamoDB: one pool per table, in the mode of the routes writing to it.
+    let ddb = &config.dynamodb;
+    let ddb_client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .timeout_config(timeouts(ddb.request_timeout))
+            .build(),
+    );
+    let mut table_pools: HashMap<String, PoolHandle<WriteRequest>> = HashMap::new();
+    for r in &config.routes {
+        if table_pools.contains_key(&r.table) {
+            continue;
+        }
+        let sink: Arc<dyn Sink<WriteRequest>> = Arc::new(DynamoDbSink::new(
+            ddb_client.clone(),
+            &r.table,
+            r.write_mode,
+        ));
+        let pool = PoolHandle::new(
+            sink,
+            PoolSettings {
+                concurrency: ddb.concurrency,
+                linger: ddb.linger,
+                retry: ddb.retry.clone(),
+                misconfig_backoff,
+                breaker: ddb.breaker.clone(),
+            },
+        );
+        status.add_sink(pool.name(), Arc::clone(pool.health()));
+        pools.specs.push(Arc::new(PoolSpec(pool.clone())));
+        pools.dynamodb.push(pool.clone());
+        table_pools.insert(r.table.clone(), pool);
+    }
+
+    // EventBridge: one pool for the bus.
+    let events = config.eventbridge.as_ref().map(|eb| {
+        let mut b = aws_sdk_eventbridge::config::Builder::from(&sdk)
+            .timeout_config(timeouts(eb.request_timeout));
+        if let Some(r) = &eb.region {
+            b = b.region(aws_sdk_eventbridge::config::Region::new(r.clone()));
+        }
+        if let Some(u) = &eb.endpoint_url {
+            b = b.endpoint_url(u);
+        }
+        let sink: Arc<dyn Sink<EventRequest>> = Arc::new(EventBridgeSink::new(
+            aws_sdk_eventbridge::Client::from_conf(b.build()),
+            eb,
+        ));
+        let pool = PoolHandle::new(
+            sink,
+            PoolSettings {
+                concurrency: eb.concurrency,
+                linger: eb.linger,
+                retry: eb.retry.clone(),
+                misconfig_backoff,
+                breaker: eb.breaker.clone(),
+            },
+        );
+        status.add_sink(pool.name(), Arc::clone(pool.health()));
+        pools.specs.push(Arc::new(PoolSpec(pool.clone())));
+        (pool, Arc::new(eb.clone()))
+    });
+
+    // DLQ: SQS, and the Kafka topic when configured.
+    let dlq = match &config.dlq {
+        None => None,
+        Some(d) => {
+            let client = aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&sdk)
+                    .timeout_config(timeouts(d.request_timeout))
+                    .build(),
+            );
+            let url = dlq_queue_url(&client, d).await?;
+            let settings = PoolSettings {
+                concurrency: d.concurrency,
+                linger: d.linger,
+                retry: d.retry.clone(),
+                misconfig_backoff,
+                breaker: d.breaker.clone(),
+            };
+            let sink: Arc<dyn Sink<DeadLetter>> =
+                Arc::new(SqsDlqSink::new(client, &url, d.max_message_bytes));
+            let sqs = PoolHandle::new(sink, settings.clone());
+            status.add_sink(sqs.name(), Arc::clone(sqs.health()));
+            pools.specs.push(Arc::new(PoolSpec(sqs.clone())));
+            let kafka = match &d.kafka_topic {
+                None => None,
+                Some(topic) => {
+                    let producer = crate::dlq::kafka::producer(
+                        d.kafka_bootstrap_servers
+                            .as_deref()
+                            .unwrap_or(&config.kafka.bootstrap_servers),
+                        d.kafka_properties
+                            .as_ref()
+                            .unwrap_or(&config.kafka.properties),
+                    )
+                    .map_err(|e| RelayError::DlqProducer(e.to_string()))?;
+                    let sink: Arc<dyn Sink<DeadLetter>> =
+                        Arc::new(KafkaDlqSink::new(producer, topic, d.request_timeout));
+                    let pool = PoolHandle::new(
+                        sink,
+                        PoolSettings {
+                            concurrency: 256,
+                            linger: Duration::ZERO,
+                            ..settings
+                        },
+                    );
+                    status.add_sink(pool.name(), Arc::clone(pool.health()));
+                    pools.specs.push(Arc::new(PoolSpec(pool.clone())));
+                    Some(pool)
+                }
+            };
+            Some(Dlq {
+                sqs,
+                kafka,
+                max_message_bytes: d.max_message_bytes,
+            })
+        }
+    };
+
+    let mut routes = HashMap::new();
+    for r in &config.routes {
+        let Some(dynamodb) = table_pools.get(&r.table).cloned() else {
+            continue;
+        };
+        let ev = match (config.events_for(r), &events) {
+            (Some(required), Some((pool, cfg))) => Some(EventSink {
+                pool: pool.clone(),
+                required,
+                cfg: Arc::clone(cfg),
+            }),
+            _ => None,
+        };
+        routes.insert(
+            r.topic.clone(),
+            RouteSinks {
+                route: Route::new(r.clone()),
+                dynamodb,
+                events: ev,
+            },
+        );
+    }
     let deps = Arc::new(PartitionDeps {
         decoder: Decoder::new(RegistryClient::new(&config.schema_registry)?),
-        routes: config
-            .routes
-            .iter()
-            .map(|r| (r.topic.clone(), Route::new(r.clone())))
-            .collect::<HashMap<_, _>>(),
-        dynamodb: dynamodb_pool.clone(),
+        routes,
+        dlq,
+        region,
         max_item_bytes: config.dynamodb.max_item_bytes,
         status: Arc::clone(&status),
     });
@@ -143,21 +326,20 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     };
     let current = Arc::new(Mutex::new(None));
     let (tx, escalations) = mpsc::unbounded_channel();
+    // The pools first: partition actors write through them as soon as the consumer runs.
+    let mut children = pools.specs;
+    children.push(Arc::new(ConsumerSpec {
+        config: Arc::clone(&config),
+        deps,
+        status: Arc::clone(&status),
+        current: Arc::clone(&current),
+    }));
     let (root, join) = Actor::spawn(
         None,
         Supervisor,
         SupervisorArgs {
             policy: config.runtime.supervision.clone(),
-            // The pool first: partition actors write through it as soon as the consumer runs.
-            children: vec![
-                Arc::new(PoolSpec(dynamodb_pool.clone())),
-                Arc::new(ConsumerSpec {
-                    config: Arc::clone(&config),
-                    deps,
-                    status: Arc::clone(&status),
-                    current: Arc::clone(&current),
-                }),
-            ],
+            children,
             escalate_to: Some(tx),
         },
     )
@@ -172,7 +354,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         admin_cancel,
         escalations,
         shutdown_timeout: config.runtime.shutdown_timeout,
-        dynamodb_pool,
+        dynamodb_pools: pools.dynamodb,
     })
 }
 
@@ -205,10 +387,14 @@ impl RelayHandle {
             .unwrap_or(false)
     }
 
-    /// Fault injection for tests and chaos runs: the DynamoDB sink-pool actor fails; its in-flight
-    /// writes are retried against the actor its supervisor restarts.
+    /// Fault injection for tests and chaos runs: every DynamoDB sink-pool actor fails; their
+    /// in-flight writes are retried against the actors their supervisor restarts.
     pub fn inject_sink_pool_failure(&self) -> bool {
-        self.dynamodb_pool.inject_failure()
+        self.dynamodb_pools
+            .iter()
+            .fold(!self.dynamodb_pools.is_empty(), |ok, p| {
+                p.inject_failure() && ok
+            })
     }
 
     /// Drains in-flight records, commits, leaves the group and stops everything.

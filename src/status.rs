@@ -12,13 +12,51 @@ use crate::sinks::pool::SinkHealth;
 /// `-1` in the atomics below means "none yet".
 const NONE: i64 = -1;
 
-/// Why a partition stopped (issue #2: poison records stop their partition until the DLQ exists).
+/// Why a partition stopped: a poison record with no DLQ configured, or one the DLQ rejected.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StopInfo {
     pub offset: i64,
     pub class: String,
     pub reason: String,
     pub error: String,
+}
+
+/// Record bytes in flight across the process (DESIGN §3.5's global memory budget).
+#[derive(Debug, Default)]
+pub struct MemoryUse {
+    bytes: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl MemoryUse {
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+    /// The highest value `bytes` reached since start.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Acquire)
+    }
+}
+
+/// Accounts one record against its partition's and the process's in-flight bounds until it is
+/// dropped: when the record is complete, discarded, or its actor died.
+#[derive(Debug)]
+pub struct InFlight {
+    state: Arc<PartitionState>,
+    bytes: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let sub = |a: &AtomicUsize, n: usize| {
+            let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        sub(&self.state.in_flight, 1);
+        sub(&self.state.in_flight_bytes, self.bytes);
+        sub(&self.state.memory.bytes, self.bytes);
+    }
 }
 
 /// State of one assigned partition.
@@ -30,13 +68,15 @@ pub struct PartitionState {
     committed: AtomicI64,
     high_watermark: AtomicI64,
     in_flight: AtomicUsize,
+    in_flight_bytes: AtomicUsize,
+    memory: Arc<MemoryUse>,
     paused: AtomicBool,
     draining: AtomicBool,
     stopped: Mutex<Option<StopInfo>>,
 }
 
 impl PartitionState {
-    pub fn new(topic: &str, partition: i32) -> Arc<Self> {
+    pub fn new(topic: &str, partition: i32, memory: Arc<MemoryUse>) -> Arc<Self> {
         Arc::new(PartitionState {
             topic: topic.to_string(),
             partition,
@@ -44,6 +84,8 @@ impl PartitionState {
             committed: AtomicI64::new(NONE),
             high_watermark: AtomicI64::new(NONE),
             in_flight: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
+            memory,
             paused: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             stopped: Mutex::new(None),
@@ -79,15 +121,19 @@ impl PartitionState {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
-    pub fn add_in_flight(&self) -> usize {
-        self.in_flight.fetch_add(1, Ordering::AcqRel) + 1
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes.load(Ordering::Acquire)
     }
-    pub fn sub_in_flight(&self) {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                Some(v.saturating_sub(1))
-            });
+    /// Admits one record of `bytes`; the ticket releases it when dropped.
+    pub fn admit(self: &Arc<Self>, bytes: usize) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let total = self.memory.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.memory.peak.fetch_max(total, Ordering::AcqRel);
+        InFlight {
+            state: Arc::clone(self),
+            bytes,
+        }
     }
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
@@ -137,6 +183,7 @@ impl PartitionState {
             "high_watermark": self.high_watermark(),
             "lag": self.lag(),
             "in_flight": self.in_flight(),
+            "in_flight_bytes": self.in_flight_bytes(),
             "paused": self.is_paused(),
             "stopped": self.stopped(),
         })
@@ -160,13 +207,16 @@ pub struct Outcomes {
     pub written: std::sync::atomic::AtomicU64,
     pub stale: std::sync::atomic::AtomicU64,
     pub skipped: std::sync::atomic::AtomicU64,
+    /// Records that stopped their partition (no DLQ, or the DLQ rejected them).
     pub poison: std::sync::atomic::AtomicU64,
+    /// Records written to the DLQ (poison, or an optional sink's budget spent).
+    pub dead_lettered: std::sync::atomic::AtomicU64,
 }
 
 impl Outcomes {
     pub fn to_json(&self) -> serde_json::Value {
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({"written": g(&self.written), "stale": g(&self.stale), "skipped": g(&self.skipped), "poison": g(&self.poison)})
+        serde_json::json!({"written": g(&self.written), "stale": g(&self.stale), "skipped": g(&self.skipped), "poison": g(&self.poison), "dead_lettered": g(&self.dead_lettered)})
     }
 }
 
@@ -174,6 +224,7 @@ impl Outcomes {
 #[derive(Debug)]
 pub struct StatusBoard {
     pub outcomes: Outcomes,
+    pub memory: Arc<MemoryUse>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionState>>>,
     phase: Mutex<ConsumerPhase>,
     sinks: Mutex<Vec<(String, Arc<SinkHealth>)>>,
@@ -184,6 +235,7 @@ impl Default for StatusBoard {
     fn default() -> Self {
         StatusBoard {
             outcomes: Outcomes::default(),
+            memory: Arc::new(MemoryUse::default()),
             partitions: Mutex::new(BTreeMap::new()),
             phase: Mutex::new(ConsumerPhase::Starting),
             sinks: Mutex::new(Vec::new()),
@@ -288,7 +340,7 @@ impl StatusBoard {
             .map(|s| s.clone())
             .unwrap_or_default()
             .into_iter()
-            .map(|(n, h)| serde_json::json!({"sink": n, "misconfigured": h.is_misconfigured(), "last_error": h.last_error()}))
+            .map(|(n, h)| serde_json::json!({"sink": n, "breaker": h.breaker_state(), "misconfigured": h.is_misconfigured(), "last_error": h.last_error()}))
             .collect();
         serde_json::json!({
             "ready": ready,
@@ -297,6 +349,7 @@ impl StatusBoard {
             "partitions": self.partitions().iter().map(|p| p.to_json()).collect::<Vec<_>>(),
             "sinks": sinks,
             "records": self.outcomes.to_json(),
+            "memory": { "in_flight_bytes": self.memory.bytes(), "peak_in_flight_bytes": self.memory.peak() },
         })
     }
 }

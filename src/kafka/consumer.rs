@@ -19,7 +19,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -29,6 +29,9 @@ use crate::status::{ConsumerPhase, PartitionState, StatusBoard};
 use crate::supervision::{Decision, RestartBudget};
 
 type Tp = (String, i32);
+
+/// How often paused partitions are checked for resumption.
+const FLOW_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -72,7 +75,9 @@ impl Shared {
         partition: i32,
         state: Option<Arc<PartitionState>>,
     ) -> Option<Slot> {
-        let state = state.unwrap_or_else(|| PartitionState::new(topic, partition));
+        let state = state.unwrap_or_else(|| {
+            PartitionState::new(topic, partition, Arc::clone(&self.status.memory))
+        });
         let args = PartitionArgs {
             deps: Arc::clone(&self.deps),
             state: Arc::clone(&state),
@@ -298,7 +303,7 @@ enum Cmd {
     },
 }
 
-fn client_config(k: &KafkaConfig) -> ClientConfig {
+fn client_config(k: &KafkaConfig, memory_budget: usize) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (key, v) in &k.properties {
         c.set(key, v);
@@ -312,6 +317,11 @@ fn client_config(k: &KafkaConfig) -> ClientConfig {
     if !k.properties.contains_key("statistics.interval.ms") {
         c.set("statistics.interval.ms", "2000");
     }
+    // librdkafka's prefetch queue is memory too: a quarter of the budget (its default is 64 MiB).
+    if !k.properties.contains_key("queued.max.messages.kbytes") {
+        let kb = (memory_budget / 4 / 1024).clamp(1024, 65536);
+        c.set("queued.max.messages.kbytes", kb.to_string());
+    }
     c
 }
 
@@ -320,13 +330,22 @@ struct PollLoop {
     shared: Arc<Shared>,
     cmds: std_mpsc::Receiver<Cmd>,
     commit_interval: Duration,
-    max_in_flight: usize,
+    flow: Flow,
+}
+
+/// Back-pressure bounds (DESIGN §3.5).
+struct Flow {
+    max_records: usize,
+    max_bytes: usize,
+    budget: usize,
+    resume_below: f64,
 }
 
 impl PollLoop {
     fn run(self) {
         self.shared.status.set_phase(ConsumerPhase::Running);
         let mut last_commit = Instant::now();
+        let mut last_flow = Instant::now();
         loop {
             while let Ok(cmd) = self.cmds.try_recv() {
                 match cmd {
@@ -353,9 +372,12 @@ impl PollLoop {
                 }
                 None => {}
             }
+            if last_flow.elapsed() >= FLOW_INTERVAL {
+                self.flow_control();
+                last_flow = Instant::now();
+            }
             if last_commit.elapsed() >= self.commit_interval {
                 self.commit_async();
-                self.flow_control();
                 self.retry_seeks();
                 last_commit = Instant::now();
             }
@@ -372,26 +394,63 @@ impl PollLoop {
             // Fetched before the pending seek took effect: fetched again after it. Not tracked.
             return;
         }
+        let headers: Vec<(String, Option<Vec<u8>>)> = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bytes = RecordIn::accounted_bytes(m.key(), m.payload(), &headers);
         let rec = RecordIn {
             topic: tp.0.clone(),
             partition: tp.1,
             offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
+            headers,
             timestamp_ms: m.timestamp().to_millis(),
             received: Instant::now(),
+            ticket: Some(slot.state.admit(bytes)),
         };
-        let n = slot.state.add_in_flight();
-        if slot
-            .actor
-            .cast(PartitionMsg::Record(Box::new(rec)))
-            .is_err()
+        // If the actor died, the record comes back and drops its ticket; its supervisor replaces
+        // the actor and seeks back. Not tracked, not committed.
+        let _ = slot.actor.cast(PartitionMsg::Record(Box::new(rec)));
+        let f = &self.flow;
+        if !slot.state.is_paused()
+            && (slot.state.in_flight() >= f.max_records
+                || slot.state.in_flight_bytes() >= f.max_bytes)
         {
-            // The actor died; its supervisor replaces it and seeks back. Not tracked, not committed.
-            slot.state.sub_in_flight();
-            return;
-        }
-        if n >= self.max_in_flight && !slot.state.is_paused() {
             self.set_paused(&tp, &slot, true);
+        }
+        if self.shared.status.memory.bytes() >= f.budget {
+            self.pause_all();
+        }
+    }
+
+    /// The global memory budget is spent: pause every partition until it falls below low water.
+    fn pause_all(&self) {
+        let slots: Vec<(Tp, Slot)> = self
+            .shared
+            .slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let mut paused = 0;
+        for (tp, s) in slots {
+            if !s.state.is_paused() {
+                self.set_paused(&tp, &s, true);
+                paused += 1;
+            }
+        }
+        if paused > 0 {
+            metrics::counter!("cdc_relay_memory_budget_pauses_total").increment(1);
+            tracing::warn!(
+                in_flight_bytes = self.shared.status.memory.bytes(),
+                budget = self.flow.budget,
+                "memory budget reached: all partitions paused"
+            );
         }
     }
 
@@ -421,8 +480,13 @@ impl PollLoop {
         }
     }
 
-    /// Pauses stopped partitions; resumes back-pressured ones below the low-water mark (half).
+    /// Pauses stopped partitions; resumes back-pressured ones once they and the process are below
+    /// the low-water marks (`resume_below` of each bound).
     fn flow_control(&self) {
+        let f = &self.flow;
+        metrics::gauge!("cdc_relay_in_flight_bytes").set(self.shared.status.memory.bytes() as f64);
+        let global_ok =
+            (self.shared.status.memory.bytes() as f64) <= f.budget as f64 * f.resume_below;
         let slots: Vec<(Tp, Slot)> = self
             .shared
             .slots
@@ -435,7 +499,9 @@ impl PollLoop {
                 self.set_paused(&tp, &s, true);
             } else if !stopped
                 && s.state.is_paused()
-                && s.state.in_flight() <= self.max_in_flight / 2
+                && global_ok
+                && (s.state.in_flight() as f64) <= f.max_records as f64 * f.resume_below
+                && (s.state.in_flight_bytes() as f64) <= f.max_bytes as f64 * f.resume_below
             {
                 self.set_paused(&tp, &s, false);
             }
@@ -483,9 +549,7 @@ impl PollLoop {
             Some(o) => Offset::Offset(o),
             None => self.group_offset(&tp),
         };
-        while state.in_flight() > 0 {
-            state.sub_in_flight();
-        }
+        // The dead actor's records release their in-flight tickets as they are dropped.
         if let Ok(mut slots) = self.shared.slots.lock()
             && let Some(s) = slots.get_mut(&tp)
         {
@@ -657,7 +721,8 @@ impl Actor for ConsumerActor {
             aborted: AtomicBool::new(false),
             reset: k.auto_offset_reset.clone(),
         });
-        let consumer: BaseConsumer<RelayContext> = client_config(k)
+        let rt = &args.config.runtime;
+        let consumer: BaseConsumer<RelayContext> = client_config(k, rt.memory_budget_bytes)
             .create_with_context(RelayContext {
                 shared: Arc::clone(&shared),
             })
@@ -674,7 +739,12 @@ impl Actor for ConsumerActor {
             shared: Arc::clone(&shared),
             cmds: rx,
             commit_interval: k.commit_interval,
-            max_in_flight: args.config.runtime.max_in_flight_per_partition,
+            flow: Flow {
+                max_records: rt.max_in_flight_per_partition,
+                max_bytes: rt.max_in_flight_bytes_per_partition,
+                budget: rt.memory_budget_bytes,
+                resume_below: rt.resume_below,
+            },
         };
         let thread = std::thread::Builder::new()
             .name("kafka-poll".into())

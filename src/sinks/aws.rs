@@ -1,6 +1,6 @@
 //! AWS SDK configuration shared by every AWS sink: region, custom endpoint, timeouts, SDK retries.
 //!
-//! Builds `SdkConfig` only; it must not create service clients' requests.
+//! Builds `SdkConfig` and classifies SDK errors; it must not send requests.
 
 use std::time::Duration;
 
@@ -9,7 +9,12 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+use super::{SinkError, SinkResult};
 use crate::config::AwsConfig;
+use crate::error_class::ErrorClass;
 
 /// Loads the SDK config: the default credential chain (environment, web identity/IRSA, profile,
 /// IMDS), `aws.region` and `aws.endpoint_url` applied. With an endpoint on loopback (moto,
@@ -42,6 +47,77 @@ pub async fn sdk_config(cfg: &AwsConfig, request_timeout: Duration) -> aws_confi
         }
     }
     loader.load().await
+}
+
+/// Classifies an AWS SDK error of any service per DESIGN §4: `Stale` for DynamoDB's failed
+/// version guard; throttling, 5xx, timeouts and connection failures retryable; missing
+/// resources and auth failures misconfiguration; validation errors poison.
+pub fn classify<E>(sink: &str, err: &SdkError<E, HttpResponse>) -> SinkResult
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let failed = |class: ErrorClass, reason: &'static str, message: String| {
+        SinkResult::Failed(SinkError {
+            class,
+            reason,
+            sink: sink.to_string(),
+            message,
+        })
+    };
+    match err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().unwrap_or("Unknown");
+            let msg = format!("{code}: {}", e.message().unwrap_or(""));
+            match code {
+                "ConditionalCheckFailedException" => SinkResult::Stale,
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "TransactionConflictException"
+                | "LimitExceededException"
+                | "InternalException"
+                | "InternalFailure"
+                | "RequestThrottled"
+                | "AWS.SimpleQueueService.RequestThrottled" => {
+                    failed(ErrorClass::Retryable, "throttled_or_unavailable", msg)
+                }
+                "ResourceNotFoundException"
+                | "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "MissingAuthenticationTokenException"
+                | "ExpiredTokenException"
+                | "QueueDoesNotExist"
+                | "AWS.SimpleQueueService.NonExistentQueue"
+                | "InvalidClientTokenId"
+                | "AccessDenied" => failed(ErrorClass::Misconfiguration, "misconfigured", msg),
+                // DynamoDB reports an oversize item as "Item size has exceeded the maximum allowed size".
+                "ValidationException" if msg.contains("Item size") => {
+                    failed(ErrorClass::Poison, "item_too_large", msg)
+                }
+                "ValidationException" => failed(ErrorClass::Poison, "sink_rejected", msg),
+                "ItemCollectionSizeLimitExceededException" => {
+                    failed(ErrorClass::Poison, "item_collection_too_large", msg)
+                }
+                _ => {
+                    if se.raw().status().is_server_error() {
+                        failed(ErrorClass::Retryable, "server_error", msg)
+                    } else {
+                        failed(ErrorClass::Misconfiguration, "unexpected_client_error", msg)
+                    }
+                }
+            }
+        }
+        // Timeouts, dispatch failures (connection refused), unparseable responses: transient.
+        other => failed(
+            ErrorClass::Retryable,
+            "transport",
+            aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
+        ),
+    }
 }
 
 fn is_loopback(url: &str) -> bool {

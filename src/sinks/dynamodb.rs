@@ -1,17 +1,27 @@
-//! DynamoDB sink, conditional mode (DESIGN §3.2): one conditional PutItem / DeleteItem per record,
-//! guarded by `attribute_not_exists(pk) OR _seq < :seq`. ConditionalCheckFailed means stale.
+//! DynamoDB sink for one table, in the route's write mode (DESIGN §3.2, §3.3):
+//! `conditional` — one PutItem / DeleteItem per record guarded by
+//! `attribute_not_exists(pk) OR _seq < :seq` (ConditionalCheckFailed means stale);
+//! `transact` — TransactWriteItems of up to 100 distinct keys with the same guard (on
+//! TransactionCanceled, items whose guard failed are stale and the others are retried);
+//! `batch` — BatchWriteItem of up to 25 unguarded writes (UnprocessedItems are retried).
 //!
 //! One attempt per call and an error class per DESIGN §4; retries belong to the pool.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
+use std::sync::Arc;
 
-use super::{Sink, SinkError, SinkResult};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, DeleteRequest, Put, PutRequest, TransactWriteItem,
+    WriteRequest as DdbWrite,
+};
+
+use super::aws::classify;
+use super::{BatchLimits, Sink, SinkError, SinkResult};
+use crate::config::WriteMode;
 use crate::error_class::ErrorClass;
 use crate::event::Value;
 use crate::route::{ATTR_SEQ, WriteKind, WriteRequest};
@@ -21,19 +31,265 @@ pub const CONDITION: &str = "attribute_not_exists(#pk) OR #seq < :seq";
 
 pub struct DynamoDbSink {
     client: Client,
+    table: String,
+    mode: WriteMode,
     name: String,
 }
 
 impl DynamoDbSink {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(client: Client, table: &str, mode: WriteMode) -> Self {
         DynamoDbSink {
-            client: Client::new(sdk),
-            name: "dynamodb".into(),
+            client,
+            table: table.to_string(),
+            mode,
+            name: format!("dynamodb:{table}"),
         }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    fn names(req: &WriteRequest) -> HashMap<String, String> {
+        HashMap::from([
+            ("#pk".to_string(), req.pk_attribute.to_string()),
+            ("#seq".to_string(), ATTR_SEQ.to_string()),
+        ])
+    }
+
+    fn values(req: &WriteRequest) -> HashMap<String, AttributeValue> {
+        HashMap::from([(
+            ":seq".to_string(),
+            AttributeValue::S(req.seq.as_str().to_string()),
+        )])
+    }
+
+    fn item(item: &std::collections::BTreeMap<String, Value>) -> HashMap<String, AttributeValue> {
+        item.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect()
+    }
+
+    fn key(req: &WriteRequest) -> HashMap<String, AttributeValue> {
+        HashMap::from([(
+            req.pk_attribute.to_string(),
+            AttributeValue::S(req.pk.clone()),
+        )])
+    }
+
+    fn failed(&self, class: ErrorClass, reason: &'static str, message: String) -> SinkResult {
+        SinkResult::Failed(SinkError {
+            class,
+            reason,
+            sink: self.name.clone(),
+            message,
+        })
+    }
+
+    async fn conditional(&self, req: &WriteRequest) -> SinkResult {
+        let r = match &req.kind {
+            WriteKind::Put(item) => self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(Self::item(item)))
+                .condition_expression(CONDITION)
+                .set_expression_attribute_names(Some(Self::names(req)))
+                .set_expression_attribute_values(Some(Self::values(req)))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&self.name, &e)),
+            WriteKind::Delete => self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(req)))
+                .condition_expression(CONDITION)
+                .set_expression_attribute_names(Some(Self::names(req)))
+                .set_expression_attribute_values(Some(Self::values(req)))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&self.name, &e)),
+        };
+        r.map_or_else(|res| res, |()| SinkResult::Done)
+    }
+
+    async fn transact(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
+        let mut items = Vec::with_capacity(batch.len());
+        for req in batch {
+            let built = match &req.kind {
+                WriteKind::Put(item) => Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(Self::item(item)))
+                    .condition_expression(CONDITION)
+                    .set_expression_attribute_names(Some(Self::names(req)))
+                    .set_expression_attribute_values(Some(Self::values(req)))
+                    .build()
+                    .map(|p| TransactWriteItem::builder().put(p).build()),
+                WriteKind::Delete => Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(req)))
+                    .condition_expression(CONDITION)
+                    .set_expression_attribute_names(Some(Self::names(req)))
+                    .set_expression_attribute_values(Some(Self::values(req)))
+                    .build()
+                    .map(|d| TransactWriteItem::builder().delete(d).build()),
+            };
+            match built {
+                Ok(i) => items.push(i),
+                Err(e) => {
+                    let r = self.failed(ErrorClass::Poison, "sink_rejected", e.to_string());
+                    return vec![r; batch.len()];
+                }
+            }
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => vec![SinkResult::Done; batch.len()],
+            Err(e) => {
+                let reasons = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(tce)) => {
+                        Some(tce.cancellation_reasons().to_vec())
+                    }
+                    _ => None,
+                };
+                match reasons {
+                    Some(reasons) if reasons.len() == batch.len() => reasons
+                        .iter()
+                        .map(|r| self.cancellation(r.code(), r.message()))
+                        .collect(),
+                    _ => vec![classify(&self.name, &e); batch.len()],
+                }
+            }
+        }
+    }
+
+    /// One item's part in a cancelled transaction.
+    fn cancellation(&self, code: Option<&str>, message: Option<&str>) -> SinkResult {
+        let msg = format!(
+            "transaction cancelled: {}: {}",
+            code.unwrap_or("None"),
+            message.unwrap_or("")
+        );
+        match code.unwrap_or("None") {
+            "ConditionalCheckFailed" => SinkResult::Stale,
+            // This item was fine; another one cancelled the transaction.
+            "None" => self.failed(ErrorClass::Retryable, "transaction_retry", msg),
+            "ValidationError" if msg.contains("Item size") => {
+                self.failed(ErrorClass::Poison, "item_too_large", msg)
+            }
+            "ValidationError" => self.failed(ErrorClass::Poison, "sink_rejected", msg),
+            "ItemCollectionSizeLimitExceeded" => {
+                self.failed(ErrorClass::Poison, "item_collection_too_large", msg)
+            }
+            "TransactionConflict" => self.failed(ErrorClass::Retryable, "transaction_retry", msg),
+            _ => self.failed(ErrorClass::Retryable, "throttled_or_unavailable", msg),
+        }
+    }
+
+    async fn batch(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
+        let mut writes = Vec::with_capacity(batch.len());
+        for req in batch {
+            let built = match &req.kind {
+                WriteKind::Put(item) => PutRequest::builder()
+                    .set_item(Some(Self::item(item)))
+                    .build()
+                    .map(|p| DdbWrite::builder().put_request(p).build()),
+                WriteKind::Delete => DeleteRequest::builder()
+                    .set_key(Some(Self::key(req)))
+                    .build()
+                    .map(|d| DdbWrite::builder().delete_request(d).build()),
+            };
+            match built {
+                Ok(w) => writes.push(w),
+                Err(e) => {
+                    let r = self.failed(ErrorClass::Poison, "sink_rejected", e.to_string());
+                    return vec![r; batch.len()];
+                }
+            }
+        }
+        match self
+            .client
+            .batch_write_item()
+            .request_items(&self.table, writes)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let unprocessed: std::collections::HashSet<String> = out
+                    .unprocessed_items()
+                    .and_then(|m| m.get(&self.table))
+                    .map(|ws| {
+                        ws.iter()
+                            .filter_map(|w| {
+                                let attrs = w
+                                    .put_request()
+                                    .map(|p| p.item())
+                                    .or_else(|| w.delete_request().map(|d| d.key()))?;
+                                batch.first().and_then(|r| {
+                                    attrs.get(r.pk_attribute.as_ref())?.as_s().ok().cloned()
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                batch
+                    .iter()
+                    .map(|r| {
+                        if unprocessed.contains(&r.pk) {
+                            self.failed(
+                                ErrorClass::Retryable,
+                                "unprocessed",
+                                "returned in UnprocessedItems".into(),
+                            )
+                        } else {
+                            SinkResult::Done
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => vec![classify(&self.name, &e); batch.len()],
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink<WriteRequest> for DynamoDbSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn limits(&self) -> BatchLimits {
+        match self.mode {
+            WriteMode::Conditional => BatchLimits {
+                max_count: 1,
+                max_bytes: usize::MAX,
+            },
+            // DynamoDB: 100 actions and 4 MB per transaction; 25 requests and 16 MB per batch.
+            WriteMode::Transact => BatchLimits {
+                max_count: 100,
+                max_bytes: 4 * 1024 * 1024,
+            },
+            WriteMode::Batch => BatchLimits {
+                max_count: 25,
+                max_bytes: 16 * 1024 * 1024,
+            },
+        }
+    }
+
+    async fn write_batch(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
+        match self.mode {
+            WriteMode::Conditional => {
+                futures::future::join_all(batch.iter().map(|r| self.conditional(r))).await
+            }
+            WriteMode::Transact => self.transact(batch).await,
+            WriteMode::Batch => self.batch(batch).await,
+        }
     }
 }
 
@@ -72,123 +328,5 @@ pub fn from_attr(a: &AttributeValue) -> Value {
                 .collect(),
         ),
         _ => Value::Null,
-    }
-}
-
-/// Classifies an SDK error per DESIGN §4. `Ok(Stale)` for a failed version guard.
-pub fn classify<E>(sink: &str, err: &SdkError<E, HttpResponse>) -> SinkResult
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let failed = |class: ErrorClass, reason: &'static str, message: String| {
-        SinkResult::Failed(SinkError {
-            class,
-            reason,
-            sink: sink.to_string(),
-            message,
-        })
-    };
-    match err {
-        SdkError::ServiceError(se) => {
-            let e = se.err();
-            let code = e.code().unwrap_or("Unknown");
-            let msg = format!("{code}: {}", e.message().unwrap_or(""));
-            match code {
-                "ConditionalCheckFailedException" => SinkResult::Stale,
-                "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "TransactionConflictException"
-                | "LimitExceededException" => {
-                    failed(ErrorClass::Retryable, "throttled_or_unavailable", msg)
-                }
-                "ResourceNotFoundException"
-                | "AccessDeniedException"
-                | "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "MissingAuthenticationTokenException"
-                | "ExpiredTokenException" => {
-                    failed(ErrorClass::Misconfiguration, "misconfigured", msg)
-                }
-                // DynamoDB reports an oversize item as "Item size has exceeded the maximum allowed size".
-                "ValidationException" if msg.contains("Item size") => {
-                    failed(ErrorClass::Poison, "item_too_large", msg)
-                }
-                "ValidationException" => failed(ErrorClass::Poison, "sink_rejected", msg),
-                "ItemCollectionSizeLimitExceededException" => {
-                    failed(ErrorClass::Poison, "item_collection_too_large", msg)
-                }
-                _ => {
-                    if se.raw().status().is_server_error() {
-                        failed(ErrorClass::Retryable, "server_error", msg)
-                    } else {
-                        failed(ErrorClass::Misconfiguration, "unexpected_client_error", msg)
-                    }
-                }
-            }
-        }
-        // Timeouts, dispatch failures (connection refused), unparseable responses: transient.
-        other => failed(
-            ErrorClass::Retryable,
-            "transport",
-            aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
-        ),
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for DynamoDbSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn write(&self, req: &WriteRequest) -> SinkResult {
-        let names = HashMap::from([
-            ("#pk".to_string(), req.pk_attribute.to_string()),
-            ("#seq".to_string(), ATTR_SEQ.to_string()),
-        ]);
-        let values = HashMap::from([(
-            ":seq".to_string(),
-            AttributeValue::S(req.seq.as_str().to_string()),
-        )]);
-        let sink = format!("dynamodb:{}", req.table);
-        match &req.kind {
-            WriteKind::Put(item) => {
-                let item: HashMap<String, AttributeValue> =
-                    item.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect();
-                match self
-                    .client
-                    .put_item()
-                    .table_name(req.table.as_ref())
-                    .set_item(Some(item))
-                    .condition_expression(CONDITION)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
-                    .send()
-                    .await
-                {
-                    Ok(_) => SinkResult::Done,
-                    Err(e) => classify(&sink, &e),
-                }
-            }
-            WriteKind::Delete => {
-                match self
-                    .client
-                    .delete_item()
-                    .table_name(req.table.as_ref())
-                    .key(req.pk_attribute.as_ref(), AttributeValue::S(req.pk.clone()))
-                    .condition_expression(CONDITION)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
-                    .send()
-                    .await
-                {
-                    Ok(_) => SinkResult::Done,
-                    Err(e) => classify(&sink, &e),
-                }
-            }
-        }
     }
 }

@@ -1,13 +1,17 @@
-//! Sinks: the `Sink` trait every AWS target implements, the outcome vocabulary, and the pool
-//! that runs writes with bounded concurrency and retries.
+//! Sinks: the `Sink` trait every target implements (DynamoDB, EventBridge, the DLQ's SQS queue
+//! and Kafka topic), the outcome vocabulary, and the pool that batches, limits and retries.
 //!
-//! A sink performs one request and classifies the result; it must not retry on its own (the pool
-//! does) or know about offsets (the partition does).
+//! A sink performs one batch request and classifies each result; it must not retry on its own
+//! (the pool does) or know about offsets (the partition does).
 
 pub mod aws;
+pub mod breaker;
 pub mod dynamodb;
+pub mod eventbridge;
 pub mod pool;
 pub mod retry;
+
+use std::sync::Arc;
 
 use crate::error_class::ErrorClass;
 use crate::route::WriteRequest;
@@ -33,11 +37,61 @@ pub struct SinkError {
     pub message: String,
 }
 
-/// One AWS target. Implementations classify every error per DESIGN §4.
+impl SinkResult {
+    pub fn failure(&self) -> Option<&SinkError> {
+        match self {
+            SinkResult::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Reasons that are retryable but say nothing about the sink's health (the breaker ignores them).
+const BREAKER_NEUTRAL: &[&str] = &["transaction_retry", "unprocessed", "circuit_open"];
+
+impl SinkError {
+    /// Whether this failure counts against the circuit breaker: the sink looks unhealthy
+    /// (timeouts, 5xx, throttling, connection errors), not merely a record it rejected.
+    pub fn trips_breaker(&self) -> bool {
+        self.class == ErrorClass::Retryable && !BREAKER_NEUTRAL.contains(&self.reason)
+    }
+}
+
+/// How large a batch of one sink may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_count: usize,
+    pub max_bytes: usize,
+}
+
+/// A request a pool can batch.
+pub trait SinkRequest: Send + Sync + 'static {
+    /// The bytes it adds to a batch (for the sink's byte limit).
+    fn batch_bytes(&self) -> usize;
+    /// Two requests with equal keys never share a batch.
+    fn batch_key(&self) -> &str;
+    /// Where it came from, for logs (`topic/partition@offset`).
+    fn describe(&self) -> String;
+}
+
+impl SinkRequest for WriteRequest {
+    fn batch_bytes(&self) -> usize {
+        self.item_bytes
+    }
+    fn batch_key(&self) -> &str {
+        &self.pk
+    }
+    fn describe(&self) -> String {
+        self.src.to_string()
+    }
+}
+
+/// One target. Implementations classify every error per DESIGN §4.
 #[async_trait::async_trait]
-pub trait Sink: Send + Sync + 'static {
+pub trait Sink<R: SinkRequest>: Send + Sync + 'static {
     /// A stable name, e.g. `dynamodb:customers`; used in metrics and logs.
     fn name(&self) -> &str;
-    /// One attempt at `req`.
-    async fn write(&self, req: &WriteRequest) -> SinkResult;
+    fn limits(&self) -> BatchLimits;
+    /// One attempt at a batch; exactly one result per request, in order.
+    async fn write_batch(&self, batch: &[Arc<R>]) -> Vec<SinkResult>;
 }

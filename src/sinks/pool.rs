@@ -1,46 +1,103 @@
-//! `SinkPool`: runs one sink's writes with bounded concurrency and retries retryable errors with
-//! full-jitter backoff, forever, until the write succeeds, turns out poison, or is cancelled
-//! (the partition gave the record up on revoke or shutdown; it stays uncommitted).
+//! `SinkPool`: one per target (`dynamodb:<table>`, `eventbridge:<bus>`, `sqs:<queue>`,
+//! `kafka:<topic>`). A supervised ractor actor that batches attempts by count, bytes and linger
+//! time, runs at most `concurrency` batches at once through its circuit breaker, and answers each
+//! attempt with its own `SinkResult`. `PoolHandle::write` wraps that in the retry policy:
+//! full-jitter backoff, forever for required sinks, within a budget for optional ones.
 //!
-//! It must not decide commits (the partition does) or drop a record on a transient error.
+//! It must not decide commits (the partition does), reorder two writes of one key (a batch never
+//! holds two requests with the same key, and callers send a key's next write only after the
+//! previous one finished), or drop a request on a transient error or a crash: a worker panic or
+//! a pool restart drops the reply, and the caller sends the attempt again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Breaker, BreakerConfig, Permit, State as BreakerState};
 use super::retry::Backoff;
-use super::{Sink, SinkError, SinkResult};
+use super::{Sink, SinkError, SinkRequest, SinkResult};
 use crate::error_class::ErrorClass;
-use crate::route::WriteRequest;
 
-/// The final outcome of a write.
+/// The final outcome of a write, after retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     Done,
     Stale,
-    /// Can never succeed; the record must stop its partition (or, later, go to the DLQ).
+    /// Can never succeed: the record goes to the DLQ (or stops its partition without one).
     Poison(SinkError),
+    /// An optional sink's retry budget ran out: the record goes to the DLQ and is counted.
+    Exhausted(SinkError),
     /// Given up on purpose (revoke deadline, shutdown). The record is not committed.
     Cancelled,
 }
 
-/// Retry and concurrency settings of a pool.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    pub concurrency: usize,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// Misconfiguration errors back off at least this long between attempts.
-    pub misconfig_backoff: Duration,
+/// Full-jitter exponential backoff settings of one sink.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    pub multiplier: f64,
+    /// Attempts before an *optional* sink gives a record up to the DLQ. Required sinks retry
+    /// retryable errors forever and ignore this.
+    pub budget: u32,
 }
 
-/// What `/ready` needs to know about a sink.
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+            multiplier: 2.0,
+            budget: 10,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut p = Vec::new();
+        if self.initial.is_zero() || self.initial > self.max {
+            p.push(("initial", "must be > 0 and <= max"));
+        }
+        if self.multiplier.is_nan() || self.multiplier < 1.0 {
+            p.push(("multiplier", "must be >= 1"));
+        }
+        if self.budget == 0 {
+            p.push(("budget", "must be at least 1"));
+        }
+        p
+    }
+}
+
+/// Settings of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Batches in flight at once.
+    pub concurrency: usize,
+    /// How long the first request of a batch may wait for company.
+    pub linger: Duration,
+    pub retry: RetryConfig,
+    /// Misconfiguration errors back off at least this long between attempts.
+    pub misconfig_backoff: Duration,
+    pub breaker: BreakerConfig,
+}
+
+/// What `/ready` and `/status` need to know about a sink.
 #[derive(Debug, Default)]
 pub struct SinkHealth {
     misconfigured: AtomicBool,
+    breaker: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
 
@@ -53,6 +110,15 @@ impl SinkHealth {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
+    /// `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self) -> &'static str {
+        match self.breaker.load(Ordering::Relaxed) {
+            1 => BreakerState::Open.as_str(),
+            2 => BreakerState::HalfOpen.as_str(),
+            _ => BreakerState::Closed.as_str(),
+        }
+    }
+
     fn set(&self, misconfigured: bool, err: Option<String>) {
         self.misconfigured.store(misconfigured, Ordering::Relaxed);
         if let Ok(mut e) = self.last_error.lock() {
@@ -61,228 +127,378 @@ impl SinkHealth {
     }
 }
 
-/// A pool of concurrent writes to one sink. Cheap to clone.
-#[derive(Clone)]
-pub struct SinkPool {
-    sink: Arc<dyn Sink>,
-    permits: Arc<Semaphore>,
+/// What a pool shares across actor restarts: the sink, its settings, breaker and health.
+pub struct PoolCore<R: SinkRequest> {
+    sink: Arc<dyn Sink<R>>,
     settings: PoolSettings,
     health: Arc<SinkHealth>,
+    breaker: Mutex<Breaker>,
 }
 
-impl SinkPool {
-    pub fn new(sink: Arc<dyn Sink>, settings: PoolSettings) -> Self {
-        SinkPool {
-            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
-            sink,
-            settings,
-            health: Arc::new(SinkHealth::default()),
+impl<R: SinkRequest> PoolCore<R> {
+    fn breaker_acquire(&self) -> Permit {
+        let Ok(mut b) = self.breaker.lock() else {
+            return Permit::Allowed;
+        };
+        let p = b.acquire(Instant::now());
+        self.health
+            .breaker
+            .store(b.state().gauge() as u8, Ordering::Relaxed);
+        p
+    }
+
+    fn breaker_record(&self, permit: Permit, ok: bool) {
+        if let Ok(mut b) = self.breaker.lock() {
+            b.record(permit, ok, Instant::now());
+            self.health
+                .breaker
+                .store(b.state().gauge() as u8, Ordering::Relaxed);
         }
     }
 
-    pub fn name(&self) -> &str {
-        self.sink.name()
-    }
-
-    pub fn health(&self) -> &Arc<SinkHealth> {
-        &self.health
-    }
-
-    /// Writes `req`, retrying transient failures until done, stale, poison or cancelled.
-    pub async fn write(&self, req: &WriteRequest, cancel: &CancellationToken) -> WriteOutcome {
-        let mut backoff = Backoff::new(
-            self.settings.backoff_initial,
-            self.settings.backoff_max,
-            2.0,
-        );
-        let sink = self.sink.name().to_string();
-        loop {
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => return WriteOutcome::Cancelled,
-                p = self.permits.acquire() => match p {
-                    Ok(p) => p,
-                    Err(_) => return WriteOutcome::Cancelled,
-                },
-            };
-            metrics::gauge!("cdc_relay_sink_in_flight", "sink" => sink.clone()).increment(1.0);
-            let started = Instant::now();
-            let result = self.sink.write(req).await;
-            metrics::gauge!("cdc_relay_sink_in_flight", "sink" => sink.clone()).decrement(1.0);
-            drop(permit);
-            let label = match &result {
-                SinkResult::Done => "ok",
-                SinkResult::Stale => "stale",
-                SinkResult::Failed(e) => e.class.as_str(),
-            };
-            metrics::counter!("cdc_relay_sink_requests_total", "sink" => sink.clone(), "result" => label).increment(1);
-            metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => sink.clone())
-                .record(started.elapsed().as_secs_f64());
-            let delay = match result {
-                SinkResult::Done | SinkResult::Stale => {
-                    if self.health.is_misconfigured() {
-                        tracing::info!(sink = %sink, "sink recovered");
-                        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => sink.clone())
-                            .set(0.0);
-                    }
-                    self.health.set(false, None);
-                    return if result == SinkResult::Done {
-                        WriteOutcome::Done
-                    } else {
-                        WriteOutcome::Stale
-                    };
-                }
-                SinkResult::Failed(e) => match e.class {
-                    ErrorClass::Poison => return WriteOutcome::Poison(e),
-                    ErrorClass::Retryable => {
-                        let d = backoff.next_delay();
-                        if backoff.attempts() == 1 || backoff.attempts() % 20 == 0 {
-                            tracing::warn!(sink = %sink, src = %req.src, attempts = backoff.attempts(), error = %e.message, "retryable sink error; backing off");
-                        }
-                        d
-                    }
-                    ErrorClass::Misconfiguration => {
-                        if !self.health.is_misconfigured() {
-                            tracing::error!(sink = %sink, error = %e.message, "sink misconfigured; retrying slowly, /ready is false");
-                        }
-                        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => sink.clone())
-                            .set(1.0);
-                        self.health.set(true, Some(e.message.clone()));
-                        backoff.next_delay().max(self.settings.misconfig_backoff)
-                    }
-                },
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => return WriteOutcome::Cancelled,
-                _ = tokio::time::sleep(delay) => {}
+    fn update_health(&self, results: &[SinkResult]) {
+        let name = self.sink.name();
+        let misconfig = results.iter().find_map(|r| match r {
+            SinkResult::Failed(e) if e.class == ErrorClass::Misconfiguration => Some(e),
+            _ => None,
+        });
+        if let Some(e) = misconfig {
+            if !self.health.is_misconfigured() {
+                tracing::error!(sink = %name, error = %e.message, "sink misconfigured; retrying slowly, /ready is false");
             }
+            metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => name.to_string()).set(1.0);
+            self.health.set(true, Some(e.message.clone()));
+        } else if self.health.is_misconfigured()
+            && results
+                .iter()
+                .any(|r| matches!(r, SinkResult::Done | SinkResult::Stale))
+        {
+            tracing::info!(sink = %name, "sink recovered");
+            metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => name.to_string()).set(0.0);
+            self.health.set(false, None);
         }
     }
+}
+
+/// One attempt waiting in a pool.
+pub struct Attempt<R> {
+    req: Arc<R>,
+    reply: oneshot::Sender<SinkResult>,
+    at: Instant,
 }
 
 /// Messages to a `SinkPoolActor`.
-pub enum PoolMsg {
-    /// Run one write; the outcome goes to `reply`. A dropped `reply` (worker panic, pool restart)
-    /// tells the caller to send the write again: it is retryable, never lost.
-    Write {
-        req: Arc<WriteRequest>,
-        cancel: CancellationToken,
-        reply: tokio::sync::oneshot::Sender<WriteOutcome>,
-    },
+pub enum PoolMsg<R> {
+    /// One attempt at a request. A dropped reply (worker panic, pool restart) tells the caller to
+    /// send it again: it is retryable, never lost.
+    Attempt(Attempt<R>),
+    /// The linger time of the oldest waiting attempt is over.
+    Flush,
+    /// A batch finished; a worker slot is free.
+    BatchDone,
     /// Fault injection (tests, chaos): fail the pool actor as a bug would.
     Fail,
 }
 
-/// The supervised face of a `SinkPool` (DESIGN §2: `SinkPool(dynamodb:<table>)` in the tree).
-/// Each write runs as a worker task owned by the actor; when the actor fails, its workers are
-/// aborted with it and every caller is told to retry against the restarted actor.
-pub struct SinkPoolActor;
+pub struct SinkPoolActor<R>(PhantomData<fn() -> R>);
 
-pub struct SinkPoolState {
-    pool: SinkPool,
+impl<R> Default for SinkPoolActor<R> {
+    fn default() -> Self {
+        SinkPoolActor(PhantomData)
+    }
+}
+
+pub struct SinkPoolState<R: SinkRequest> {
+    core: Arc<PoolCore<R>>,
+    buf: VecDeque<Attempt<R>>,
+    flush_at: Option<Instant>,
+    slots: Arc<Semaphore>,
     workers: tokio::task::JoinSet<()>,
 }
 
-impl SinkPoolState {
-    /// Collects finished workers; a panicked one has already dropped its reply (caller retries).
+impl<R: SinkRequest> SinkPoolState<R> {
+    /// Collects finished workers; a panicked one has already dropped its replies (callers retry).
     fn reap(&mut self) {
         while let Some(done) = self.workers.try_join_next() {
             if let Err(e) = done
                 && e.is_panic()
             {
-                tracing::error!(sink = %self.pool.name(), "sink worker panicked; its write is retried");
+                tracing::error!(sink = %self.core.sink.name(), "sink worker panicked; its batch is retried");
                 metrics::counter!("cdc_relay_actor_restarts_total", "actor" => "sink_worker")
                     .increment(1);
             }
         }
     }
+
+    /// Takes the next batch off the buffer: at most `max_count` requests and `max_bytes`
+    /// (at least one request), never two with the same key. Skipped requests keep their order.
+    fn take_batch(&mut self) -> Vec<Attempt<R>> {
+        let lim = self.core.sink.limits();
+        let mut batch = Vec::new();
+        let mut keys = HashSet::new();
+        let mut bytes = 0usize;
+        let mut skipped = Vec::new();
+        while let Some(a) = self.buf.pop_front() {
+            let size = a.req.batch_bytes();
+            if batch.len() >= lim.max_count || (!batch.is_empty() && bytes + size > lim.max_bytes) {
+                self.buf.push_front(a);
+                break;
+            }
+            if !keys.insert(a.req.batch_key().to_string()) {
+                skipped.push(a);
+                continue;
+            }
+            bytes += size;
+            batch.push(a);
+        }
+        for a in skipped.into_iter().rev() {
+            self.buf.push_front(a);
+        }
+        batch
+    }
+
+    fn try_flush(&mut self, myself: &ActorRef<PoolMsg<R>>) {
+        let lim = self.core.sink.limits();
+        loop {
+            let Some(front) = self.buf.front() else {
+                return;
+            };
+            let bytes: usize = self.buf.iter().map(|a| a.req.batch_bytes()).sum();
+            let full = self.buf.len() >= lim.max_count || bytes >= lim.max_bytes;
+            let due = front.at + self.core.settings.linger;
+            if !full && Instant::now() < due {
+                if self.flush_at.is_none_or(|f| f > due) {
+                    self.flush_at = Some(due);
+                    let wait = due.saturating_duration_since(Instant::now());
+                    myself.send_after(wait, || PoolMsg::Flush);
+                }
+                return;
+            }
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                // Every worker is busy; `BatchDone` flushes again (and batches grow meanwhile).
+                return;
+            };
+            let permit = self.core.breaker_acquire();
+            if permit == Permit::Rejected {
+                let name = self.core.sink.name().to_string();
+                metrics::counter!("cdc_relay_sink_requests_total", "sink" => name.clone(), "result" => "circuit_open")
+                    .increment(self.buf.len() as u64);
+                for a in self.buf.drain(..) {
+                    let _ = a.reply.send(SinkResult::Failed(SinkError {
+                        class: ErrorClass::Retryable,
+                        reason: "circuit_open",
+                        sink: name.clone(),
+                        message: format!("circuit breaker of {name} is open"),
+                    }));
+                }
+                return;
+            }
+            let batch = self.take_batch();
+            self.spawn_worker(myself, batch, permit, slot);
+        }
+    }
+
+    fn spawn_worker(
+        &mut self,
+        myself: &ActorRef<PoolMsg<R>>,
+        batch: Vec<Attempt<R>>,
+        permit: Permit,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let core = Arc::clone(&self.core);
+        let me = myself.clone();
+        self.workers.spawn(async move {
+            let _slot = slot;
+            let name = core.sink.name().to_string();
+            let reqs: Vec<Arc<R>> = batch.iter().map(|a| Arc::clone(&a.req)).collect();
+            let n = reqs.len() as f64;
+            metrics::gauge!("cdc_relay_sink_in_flight", "sink" => name.clone()).increment(n);
+            metrics::histogram!("cdc_relay_sink_batch_size", "sink" => name.clone()).record(n);
+            let started = Instant::now();
+            let results = core.sink.write_batch(&reqs).await;
+            metrics::gauge!("cdc_relay_sink_in_flight", "sink" => name.clone()).decrement(n);
+            metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+            let unhealthy = results
+                .iter()
+                .find_map(|r| match r {
+                    SinkResult::Failed(e) if e.trips_breaker() => Some(e),
+                    _ => None,
+                })
+                .cloned();
+            let label = match (&unhealthy, results.iter().find_map(SinkResult::failure)) {
+                (Some(e), _) => e.class.as_str(),
+                (None, Some(e)) if results.len() == 1 => e.class.as_str(),
+                (None, Some(_)) => "partial",
+                (None, None) => "ok",
+            };
+            metrics::counter!("cdc_relay_sink_requests_total", "sink" => name.clone(), "result" => label)
+                .increment(1);
+            core.breaker_record(permit, unhealthy.is_none());
+            core.update_health(&results);
+            if results.len() != batch.len() {
+                tracing::error!(sink = %name, sent = batch.len(), got = results.len(), "sink returned a wrong number of results; the batch is retried");
+                return;
+            }
+            for (a, r) in batch.into_iter().zip(results) {
+                let _ = a.reply.send(r);
+            }
+            let _ = me.cast(PoolMsg::BatchDone);
+        });
+    }
 }
 
-impl ractor::Actor for SinkPoolActor {
-    type Msg = PoolMsg;
-    type State = SinkPoolState;
-    type Arguments = SinkPool;
+impl<R: SinkRequest> Actor for SinkPoolActor<R> {
+    type Msg = PoolMsg<R>;
+    type State = SinkPoolState<R>;
+    type Arguments = Arc<PoolCore<R>>;
 
     async fn pre_start(
         &self,
-        _myself: ractor::ActorRef<PoolMsg>,
-        pool: SinkPool,
-    ) -> Result<SinkPoolState, ractor::ActorProcessingErr> {
+        _myself: ActorRef<PoolMsg<R>>,
+        core: Arc<PoolCore<R>>,
+    ) -> Result<SinkPoolState<R>, ActorProcessingErr> {
         Ok(SinkPoolState {
-            pool,
+            slots: Arc::new(Semaphore::new(core.settings.concurrency.max(1))),
+            core,
+            buf: VecDeque::new(),
+            flush_at: None,
             workers: tokio::task::JoinSet::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ractor::ActorRef<PoolMsg>,
-        msg: PoolMsg,
-        state: &mut SinkPoolState,
-    ) -> Result<(), ractor::ActorProcessingErr> {
+        myself: ActorRef<PoolMsg<R>>,
+        msg: PoolMsg<R>,
+        state: &mut SinkPoolState<R>,
+    ) -> Result<(), ActorProcessingErr> {
         state.reap();
         match msg {
-            PoolMsg::Write { req, cancel, reply } => {
-                let pool = state.pool.clone();
-                state.workers.spawn(async move {
-                    let outcome = pool.write(&req, &cancel).await;
-                    let _ = reply.send(outcome);
-                });
-                Ok(())
-            }
+            PoolMsg::Attempt(a) => state.buf.push_back(a),
+            PoolMsg::Flush => state.flush_at = None,
+            PoolMsg::BatchDone => {}
             PoolMsg::Fail => {
-                Err(format!("injected failure of sink pool {}", state.pool.name()).into())
+                return Err(
+                    format!("injected failure of sink pool {}", state.core.sink.name()).into(),
+                );
             }
+        }
+        state.try_flush(&myself);
+        Ok(())
+    }
+}
+
+/// How callers reach a pool: its shared core and its current actor, which changes when the
+/// supervisor restarts it. Cheap to clone.
+pub struct PoolHandle<R: SinkRequest> {
+    core: Arc<PoolCore<R>>,
+    current: Arc<std::sync::RwLock<Option<ActorRef<PoolMsg<R>>>>>,
+}
+
+impl<R: SinkRequest> Clone for PoolHandle<R> {
+    fn clone(&self) -> Self {
+        PoolHandle {
+            core: Arc::clone(&self.core),
+            current: Arc::clone(&self.current),
         }
     }
 }
 
-/// How callers reach the pool's current actor, which changes when the supervisor restarts it.
-#[derive(Clone)]
-pub struct PoolHandle {
-    pool: SinkPool,
-    current: Arc<std::sync::RwLock<Option<ractor::ActorRef<PoolMsg>>>>,
-}
-
-impl PoolHandle {
-    pub fn new(pool: SinkPool) -> Self {
+impl<R: SinkRequest> PoolHandle<R> {
+    pub fn new(sink: Arc<dyn Sink<R>>, settings: PoolSettings) -> Self {
+        let breaker = Mutex::new(Breaker::new(sink.name(), settings.breaker.clone()));
         PoolHandle {
-            pool,
+            core: Arc::new(PoolCore {
+                sink,
+                settings,
+                health: Arc::new(SinkHealth::default()),
+                breaker,
+            }),
             current: Arc::new(std::sync::RwLock::new(None)),
         }
     }
 
-    pub fn pool(&self) -> &SinkPool {
-        &self.pool
+    pub fn name(&self) -> &str {
+        self.core.sink.name()
     }
 
-    fn actor(&self) -> Option<ractor::ActorRef<PoolMsg>> {
+    pub fn health(&self) -> &Arc<SinkHealth> {
+        &self.core.health
+    }
+
+    fn actor(&self) -> Option<ActorRef<PoolMsg<R>>> {
         self.current.read().ok().and_then(|c| c.clone())
     }
 
-    /// Writes `req` through the pool actor. If the actor or the worker dies first, the write is
-    /// sent again (after a short pause) until an outcome arrives or `cancel` fires.
-    pub async fn write(&self, req: Arc<WriteRequest>, cancel: &CancellationToken) -> WriteOutcome {
+    /// One attempt through the pool actor; `None` if cancelled. If the actor or its worker dies
+    /// first, the attempt is sent again after a short pause.
+    pub async fn attempt(&self, req: &Arc<R>, cancel: &CancellationToken) -> Option<SinkResult> {
         loop {
             if cancel.is_cancelled() {
-                return WriteOutcome::Cancelled;
+                return None;
             }
             if let Some(actor) = self.actor() {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let msg = PoolMsg::Write {
-                    req: Arc::clone(&req),
-                    cancel: cancel.clone(),
+                let (tx, rx) = oneshot::channel();
+                let msg = PoolMsg::Attempt(Attempt {
+                    req: Arc::clone(req),
                     reply: tx,
-                };
+                    at: Instant::now(),
+                });
                 if actor.cast(msg).is_ok() {
                     tokio::select! {
-                        _ = cancel.cancelled() => return WriteOutcome::Cancelled,
-                        r = rx => if let Ok(outcome) = r { return outcome },
+                        _ = cancel.cancelled() => return None,
+                        r = rx => if let Ok(result) = r { return Some(result) },
                     }
                 }
             }
             tokio::select! {
-                _ = cancel.cancelled() => return WriteOutcome::Cancelled,
+                _ = cancel.cancelled() => return None,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Writes `req` with the pool's retry policy: until done, stale, poison, cancelled, or (when
+    /// not `required`) until the retry budget is spent.
+    pub async fn write(
+        &self,
+        req: Arc<R>,
+        cancel: &CancellationToken,
+        required: bool,
+    ) -> WriteOutcome {
+        let s = &self.core.settings;
+        let mut backoff = Backoff::new(s.retry.initial, s.retry.max, s.retry.multiplier);
+        let name = self.name();
+        loop {
+            let Some(result) = self.attempt(&req, cancel).await else {
+                return WriteOutcome::Cancelled;
+            };
+            let delay = match result {
+                SinkResult::Done => return WriteOutcome::Done,
+                SinkResult::Stale => return WriteOutcome::Stale,
+                SinkResult::Failed(e) => match e.class {
+                    ErrorClass::Poison => return WriteOutcome::Poison(e),
+                    ErrorClass::Retryable => {
+                        if !required && backoff.attempts() + 1 >= s.retry.budget {
+                            metrics::counter!("cdc_relay_sink_exhausted_total", "sink" => name.to_string())
+                                .increment(1);
+                            tracing::warn!(sink = %name, req = %req.describe(), attempts = backoff.attempts() + 1, error = %e.message, "optional sink: retry budget spent; the record goes to the DLQ");
+                            return WriteOutcome::Exhausted(e);
+                        }
+                        let d = backoff.next_delay();
+                        if backoff.attempts() == 1 || backoff.attempts().is_multiple_of(20) {
+                            tracing::warn!(sink = %name, req = %req.describe(), attempts = backoff.attempts(), reason = e.reason, error = %e.message, "retryable sink error; backing off");
+                        }
+                        d
+                    }
+                    // Never DLQ'd (a misconfiguration would send everything there): hold.
+                    ErrorClass::Misconfiguration => backoff.next_delay().max(s.misconfig_backoff),
+                },
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return WriteOutcome::Cancelled,
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -294,11 +510,11 @@ impl PoolHandle {
 }
 
 /// The supervisor's recipe for (re)starting a pool actor and publishing it to its `PoolHandle`.
-pub struct PoolSpec(pub PoolHandle);
+pub struct PoolSpec<R: SinkRequest>(pub PoolHandle<R>);
 
-impl crate::supervision::ChildSpec for PoolSpec {
+impl<R: SinkRequest> crate::supervision::ChildSpec for PoolSpec<R> {
     fn name(&self) -> String {
-        format!("sinkpool:{}", self.0.pool.name())
+        format!("sinkpool:{}", self.0.name())
     }
 
     fn spawn(
@@ -307,9 +523,13 @@ impl crate::supervision::ChildSpec for PoolSpec {
     ) -> futures::future::BoxFuture<'static, Result<ractor::ActorCell, ractor::SpawnErr>> {
         let handle = self.0.clone();
         Box::pin(async move {
-            let (actor, _) =
-                ractor::Actor::spawn_linked(None, SinkPoolActor, handle.pool.clone(), supervisor)
-                    .await?;
+            let (actor, _) = Actor::spawn_linked(
+                None,
+                SinkPoolActor::<R>::default(),
+                Arc::clone(&handle.core),
+                supervisor,
+            )
+            .await?;
             if let Ok(mut c) = handle.current.write() {
                 *c = Some(actor.clone());
             }

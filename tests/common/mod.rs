@@ -87,8 +87,9 @@ region = "us-west-2"
 endpoint_url = "{aws}"
 [dynamodb]
 concurrency = 32
-backoff_initial = "20ms"
-backoff_max = "1s"
+[dynamodb.retry]
+initial = "20ms"
+max = "1s"
 [admin]
 listen = "127.0.0.1:0"
 [runtime]
