@@ -1,4 +1,4 @@
-//! (e) Each poison kind stops its own partition with the documented error, is never committed
+//! Without a DLQ, each poison kind stops its own partition with the documented error, is never committed
 //! past, and the other partitions keep flowing. Real mock Kafka + moto; asserts on DynamoDB state
 //! and on the offsets committed in the broker.
 
@@ -6,53 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use apache_avro::types::Value as Avro;
 use cdc_relay::config::{EnvelopeKind, ValueFormat};
-use cdc_relay::decode::avro::{encode_datum, frame_wire};
 use cdc_relay::decode::registry::RegistryClient;
 use cdc_relay::relay::{self, StartOptions};
 use common::Env;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use common::poison::{self, Poisons};
 
 const TOPIC: &str = "qlik.poison";
-
-fn schema(with_id: bool) -> String {
-    let mut fields = vec![serde_json::json!({"name": "name", "type": "string"})];
-    if with_id {
-        fields.insert(0, serde_json::json!({"name": "id", "type": "long"}));
-    }
-    serde_json::json!({
-        "type": "record", "name": "DataRecord",
-        "fields": [
-            {"name": "data", "type": ["null", {"type": "record", "name": "Row", "fields": fields}]},
-            {"name": "beforeData", "type": ["null", "Row"]},
-            {"name": "headers", "type": {"type": "record", "name": "Headers", "fields": [
-                {"name": "operation", "type": "string"},
-                {"name": "changeSequence", "type": "string"}
-            ]}}
-        ]
-    })
-    .to_string()
-}
-
-fn record(with_id: bool, id: i64, name: &str, seq: u64) -> Avro {
-    let mut row = vec![("name".to_string(), Avro::String(name.to_string()))];
-    if with_id {
-        row.insert(0, ("id".to_string(), Avro::Long(id)));
-    }
-    Avro::Record(vec![
-        ("data".into(), Avro::Union(1, Box::new(Avro::Record(row)))),
-        ("beforeData".into(), Avro::Union(0, Box::new(Avro::Null))),
-        (
-            "headers".into(),
-            Avro::Record(vec![
-                ("operation".into(), Avro::String("INSERT".into())),
-                ("changeSequence".into(), Avro::String(seq.to_string())),
-            ]),
-        ),
-    ])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_each_poison_kind_stops_only_its_partition() {
@@ -63,67 +23,22 @@ async fn e2e_each_poison_kind_stops_only_its_partition() {
         ..Default::default()
     })
     .unwrap();
-    let good_text = schema(true);
-    let good_id = reg.register("qlik.poison-value", &good_text).await.unwrap();
-    let keyless_text = schema(false);
-    let keyless_id = reg
-        .register("qlik.poison-value", &keyless_text)
-        .await
-        .unwrap();
-    let good_schema = apache_avro::Schema::parse_str(&good_text).unwrap();
-    let keyless_schema = apache_avro::Schema::parse_str(&keyless_text).unwrap();
-    let good = |id: i64, seq: u64| {
-        frame_wire(
-            good_id,
-            &encode_datum(&good_schema, record(true, id, "ok", seq)).unwrap(),
-        )
-    };
-
+    let kinds = Poisons::new(&reg, "qlik.poison-value").await;
     // Partition p: 5 good records, the poison at offset 5, 5 good records after it.
-    let mut corrupt = good(9_999, 1);
-    corrupt.truncate(corrupt.len() - 3);
-    let poisons: Vec<(i32, Vec<u8>, &str)> = vec![
-        (0, b"\x07not-confluent-framed".to_vec(), "bad_magic"),
-        (1, frame_wire(424_242, b"\x02\x00"), "unknown_schema_id"),
-        (2, corrupt, "avro_decode"),
-        (
-            3,
-            frame_wire(
-                keyless_id,
-                &encode_datum(&keyless_schema, record(false, 0, "no id", 1)).unwrap(),
-            ),
-            "missing_key",
-        ),
-        (
-            4,
-            frame_wire(
-                good_id,
-                &encode_datum(&good_schema, record(true, 4_999, &"x".repeat(500_000), 1)).unwrap(),
-            ),
-            "item_too_large",
-        ),
-    ];
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", env.bootstrap())
-        .set("message.max.bytes", "2000000")
-        .create()
-        .unwrap();
+    let poisons: Vec<(i32, Vec<u8>, &str)> = kinds
+        .kinds
+        .iter()
+        .enumerate()
+        .map(|(p, (payload, reason))| (p as i32, payload.clone(), *reason))
+        .collect();
+    let producer = poison::producer(&env.bootstrap());
     let send = |p: i32, key: String, payload: Vec<u8>| {
         let producer = producer.clone();
         async move {
-            producer
-                .send(
-                    FutureRecord::to(TOPIC)
-                        .partition(p)
-                        .key(key.as_bytes())
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
+            poison::send(&producer, TOPIC, p, &key, &payload, &[]).await;
         }
     };
+    let good = |id: i64, seq: u64| kinds.good(id, seq);
     for (p, poison, _) in &poisons {
         for i in 0..11i64 {
             let id = i64::from(*p) * 100 + i;

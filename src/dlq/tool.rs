@@ -258,11 +258,18 @@ impl DlqTool {
             if batch.is_empty() {
                 break;
             }
+            // Messages this run released (failed, or a dry run) come round again: make them
+            // visible again and skip them; once a batch holds nothing new, every message was seen.
+            if batch.iter().all(|m| seen.contains(&m.message_id)) {
+                for m in &batch {
+                    self.release(m).await;
+                }
+                return Ok(report);
+            }
             for m in batch {
                 if !seen.insert(m.message_id.clone()) {
-                    // Came round again (e.g. a failed one released in this run): stop here.
                     self.release(&m).await;
-                    return Ok(report);
+                    continue;
                 }
                 report.read += 1;
                 let result = match &m.body {

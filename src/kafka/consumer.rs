@@ -446,7 +446,7 @@ impl PollLoop {
         }
         if paused > 0 {
             metrics::counter!("cdc_relay_memory_budget_pauses_total").increment(1);
-            tracing::warn!(
+            tracing::debug!(
                 in_flight_bytes = self.shared.status.memory.bytes(),
                 budget = self.flow.budget,
                 "memory budget reached: all partitions paused"

@@ -94,6 +94,30 @@ impl Moto {
         &self.endpoint
     }
 
+    /// Freezes the server (SIGSTOP) with its data: connections are accepted by the kernel but
+    /// nothing answers, so clients time out — an AWS endpoint that stopped responding.
+    pub fn pause(&self) -> std::io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Resumes a paused server (SIGCONT); it answers what queued up meanwhile.
+    pub fn resume(&self) -> std::io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> std::io::Result<()> {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill {sig} failed: {status}"
+            )))
+        }
+    }
+
     /// Kills the server (data is lost: moto keeps state in memory).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -103,6 +127,7 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
+        let _ = self.resume();
         self.kill();
     }
 }

@@ -487,7 +487,10 @@ impl<R: SinkRequest> PoolHandle<R> {
                             return WriteOutcome::Exhausted(e);
                         }
                         let d = backoff.next_delay();
-                        if backoff.attempts() == 1 || backoff.attempts().is_multiple_of(20) {
+                        // An open breaker is logged once, at its transition.
+                        if e.reason != "circuit_open"
+                            && (backoff.attempts() == 1 || backoff.attempts().is_multiple_of(20))
+                        {
                             tracing::warn!(sink = %name, req = %req.describe(), attempts = backoff.attempts(), reason = e.reason, error = %e.message, "retryable sink error; backing off");
                         }
                         d

@@ -11,6 +11,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+pub mod poison;
+
 pub struct Env {
     pub lab: Lab,
     pub ddb: aws_sdk_dynamodb::Client,
@@ -374,4 +376,89 @@ pub fn count(relay: &cdc_relay::relay::RelayHandle, what: &str) -> u64 {
     relay.status().outcomes.to_json()[what]
         .as_u64()
         .unwrap_or(0)
+}
+
+/// SQS helpers against the lab's moto.
+pub mod sqs {
+    use std::collections::HashMap;
+
+    use aws_sdk_sqs::types::{Message, QueueAttributeName};
+
+    pub async fn client(env: &super::Env) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&env.lab.sdk_config().await)
+    }
+
+    pub async fn create_queue(c: &aws_sdk_sqs::Client, name: &str) -> String {
+        c.create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Visible plus in-flight messages.
+    pub async fn depth(c: &aws_sdk_sqs::Client, url: &str) -> u64 {
+        let a = c
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let attrs = a.attributes().cloned().unwrap_or_default();
+        let n = |k: QueueAttributeName| -> u64 {
+            attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        n(QueueAttributeName::ApproximateNumberOfMessages)
+            + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    }
+
+    /// Reads every message (hidden for 60 s, not deleted), with all attributes.
+    pub async fn read_all(c: &aws_sdk_sqs::Client, url: &str) -> Vec<Message> {
+        let mut out: HashMap<String, Message> = HashMap::new();
+        let mut empty = 0;
+        while empty < 2 {
+            let r = c
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap();
+            if r.messages().is_empty() {
+                empty += 1;
+            }
+            for m in r.messages() {
+                out.insert(m.message_id().unwrap_or_default().to_string(), m.clone());
+            }
+        }
+        out.into_values().collect()
+    }
+
+    pub fn attr(m: &Message, name: &str) -> Option<String> {
+        m.message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .map(str::to_string)
+    }
+}
+
+/// A DLQ config on `queue_url` with fast retries.
+pub fn dlq_config(queue_url: &str) -> cdc_relay::config::DlqConfig {
+    cdc_relay::config::DlqConfig {
+        sqs_queue_url: Some(queue_url.to_string()),
+        retry: cdc_relay::sinks::pool::RetryConfig {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }

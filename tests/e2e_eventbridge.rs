@@ -1,0 +1,137 @@
+//! (d) EventBridge end to end against moto: a rule on the bus targets an SQS queue; 200 records
+//! give exactly 200 events with unique, deterministic `event_id`s and the documented detail.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use cdc_relay::config::{EnvelopeKind, EventBridgeConfig};
+use cdc_relay::relay::{self, StartOptions};
+use common::{Env, Plan, sqs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_each_record_gives_one_event() {
+    let env = Env::start().await;
+    let mut s = env
+        .scenario(Plan::new("evd", EnvelopeKind::Qlik, 50, 200, 41))
+        .await;
+    let sdk = env.lab.sdk_config().await;
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    let q = sqs::client(&env).await;
+    let url = sqs::create_queue(&q, "events-d").await;
+    let arn = q
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap();
+    eb.create_event_bus().name("bus-d").send().await.unwrap();
+    eb.put_rule()
+        .name("all-cdc")
+        .event_bus_name("bus-d")
+        .event_pattern(r#"{"source": ["cdc-relay"]}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("all-cdc")
+        .event_bus_name("bus-d")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(&arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s.cfg.eventbridge = Some(EventBridgeConfig {
+        bus: "bus-d".into(),
+        ..Default::default()
+    });
+
+    let relay = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_done(&s).await;
+    env.assert_exact(&s).await;
+
+    // Collect deliveries until 200 arrived, then make sure no more come.
+    let mut events = Vec::new();
+    let until = Instant::now() + Duration::from_secs(90);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < until {
+        let r = q
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in r.messages() {
+            events.push(serde_json::from_str::<serde_json::Value>(m.body().unwrap()).unwrap());
+            q.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            quiet_since = Instant::now();
+        }
+        if events.len() >= 200 && quiet_since.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    assert_eq!(events.len(), 200, "exactly one event per record");
+    let ids: HashSet<String> = events
+        .iter()
+        .map(|e| e["detail"]["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 200, "event ids are unique");
+    for e in &events {
+        let d = &e["detail"];
+        assert_eq!(e["source"], "cdc-relay");
+        let op = d["op"].as_str().unwrap();
+        assert!(
+            ["INSERT", "UPDATE", "DELETE", "REFRESH"].contains(&op),
+            "{d}"
+        );
+        assert_eq!(e["detail-type"], format!("evd.{op}"));
+        assert_eq!(d["table"], "evd");
+        assert_eq!(d["region"], "us-west-2");
+        let (pk, seq) = (d["pk"].as_str().unwrap(), d["seq"].as_str().unwrap());
+        assert_eq!(d["event_id"], format!("evd/{seq}/{pk}"), "deterministic id");
+        assert_eq!(seq.len(), 40);
+        assert!(
+            d["key"]["id"].is_number() || d["key"]["id"].is_string(),
+            "{d}"
+        );
+        match op {
+            "DELETE" => assert!(!d["before"].is_null() || !d["after"].is_null(), "{d}"),
+            _ => assert!(d["after"].is_object(), "{d}"),
+        }
+        assert!(d["source"]["offset"].is_i64());
+    }
+    let addr = relay.admin_addr().unwrap();
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"cdc_relay_sink_requests_total{sink="eventbridge:bus-d",result="ok"}"#),
+        "{metrics}"
+    );
+    relay.shutdown().await;
+}
