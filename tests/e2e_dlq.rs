@@ -70,7 +70,11 @@ async fn e2e_poison_goes_to_dlq_and_commits_past() {
     }
     let sqs = sqs::client(&env).await;
     let url = sqs::create_queue(&sqs, "dlqb").await;
-    s.cfg.dlq = Some(dlq_config(&url));
+    env.lab.kafka.create_topic("dlq.b", 1).unwrap();
+    s.cfg.dlq = Some(cdc_relay::config::DlqConfig {
+        kafka_topic: Some("dlq.b".into()),
+        ..dlq_config(&url)
+    });
 
     let relay = relay::start(s.cfg.clone(), StartOptions::default())
         .await
@@ -133,6 +137,30 @@ async fn e2e_poison_goes_to_dlq_and_commits_past() {
     }
     assert_eq!(count(&relay, "dead_lettered"), poisons.kinds.len() as u64);
     assert_eq!(count(&relay, "poison"), 0, "no partition stopped");
+
+    // The Kafka DLQ topic holds the original records with dlq.* headers.
+    let dlq_topic = common::consume_all(&env, "dlq.b", 1, Duration::from_secs(20));
+    assert_eq!(
+        dlq_topic.len(),
+        sent.len(),
+        "one Kafka DLQ record per poison record"
+    );
+    for (p, offset, key, payload, reason, _) in &sent {
+        let r = dlq_topic
+            .iter()
+            .find(|r| {
+                r.header("dlq.source.offset") == Some(offset.to_string())
+                    && r.header("dlq.source.partition") == Some(p.to_string())
+            })
+            .unwrap_or_else(|| panic!("no Kafka DLQ record for {p}@{offset}"));
+        assert_eq!(r.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(r.value.as_ref(), Some(payload), "{reason}: original bytes");
+        assert_eq!(r.header("dlq.error.reason").as_deref(), Some(*reason));
+        assert_eq!(
+            r.header("dlq.source.topic").as_deref(),
+            Some(s.topic.as_str())
+        );
+    }
     let addr = relay.admin_addr().unwrap();
     let ready = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);

@@ -135,3 +135,64 @@ async fn e2e_each_record_gives_one_event() {
     );
     relay.shutdown().await;
 }
+
+/// Optional events: when EventBridge keeps failing, each record's event is retried within the
+/// budget, then the record goes to the DLQ (counted) and commits proceed; DynamoDB is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_optional_events_exhaust_to_the_dlq_without_blocking_commits() {
+    let env = Env::start().await;
+    let mut s = env
+        .scenario(Plan::new("evx", EnvelopeKind::Qlik, 20, 100, 42))
+        .await;
+    // An endpoint nobody listens on: connection refused, a retryable error.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let q = sqs::client(&env).await;
+    let dlq_url = sqs::create_queue(&q, "evx-dlq").await;
+    s.cfg.dlq = Some(common::dlq_config(&dlq_url));
+    s.cfg.eventbridge = Some(EventBridgeConfig {
+        bus: "nowhere".into(),
+        endpoint_url: Some(dead_url),
+        retry: cdc_relay::sinks::pool::RetryConfig {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+            budget: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let relay = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_done(&s).await;
+    env.assert_exact(&s).await;
+    let msgs = sqs::read_all(&q, &dlq_url).await;
+    let changes = s.report.records - count_skipped(&relay);
+    assert_eq!(
+        msgs.len() as u64,
+        changes,
+        "one DLQ entry per change whose event failed"
+    );
+    for m in &msgs {
+        let reason = sqs::attr(m, "error_reason").unwrap();
+        assert!(reason.starts_with("eventbridge_"), "{reason}");
+        assert_eq!(sqs::attr(m, "error_class").as_deref(), Some("retryable"));
+    }
+    let addr = relay.admin_addr().unwrap();
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"cdc_relay_sink_exhausted_total{sink="eventbridge:nowhere"}"#),
+        "{metrics}"
+    );
+    relay.shutdown().await;
+}
+
+fn count_skipped(relay: &cdc_relay::relay::RelayHandle) -> u64 {
+    common::count(relay, "skipped")
+}

@@ -540,3 +540,199 @@ impl<R: SinkRequest> crate::supervision::ChildSpec for PoolSpec<R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::sinks::BatchLimits;
+
+    struct Req(String);
+
+    impl SinkRequest for Req {
+        fn batch_bytes(&self) -> usize {
+            10
+        }
+        fn batch_key(&self) -> &str {
+            &self.0
+        }
+        fn describe(&self) -> String {
+            self.0.clone()
+        }
+    }
+
+    /// Records every batch; fails the first `fail_first` calls (retryable), panics on call
+    /// number `panic_on` (1-based, 0 = never).
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<Vec<String>>>,
+        calls: AtomicUsize,
+        fail_first: usize,
+        panic_on: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink<Req> for Recorder {
+        fn name(&self) -> &str {
+            "test:recorder"
+        }
+        fn limits(&self) -> BatchLimits {
+            BatchLimits {
+                max_count: 3,
+                max_bytes: 25,
+            }
+        }
+        async fn write_batch(&self, batch: &[Arc<Req>]) -> Vec<SinkResult> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            assert!(n != self.panic_on, "injected worker panic");
+            self.batches
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|r| r.0.clone()).collect());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let r = if n <= self.fail_first {
+                SinkResult::Failed(SinkError {
+                    class: ErrorClass::Retryable,
+                    reason: "transport",
+                    sink: "test:recorder".into(),
+                    message: "down".into(),
+                })
+            } else {
+                SinkResult::Done
+            };
+            vec![r; batch.len()]
+        }
+    }
+
+    fn settings(breaker_failures: u32) -> PoolSettings {
+        PoolSettings {
+            concurrency: 2,
+            linger: Duration::from_millis(20),
+            retry: RetryConfig {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(40),
+                multiplier: 2.0,
+                budget: 3,
+            },
+            misconfig_backoff: Duration::from_millis(100),
+            breaker: BreakerConfig {
+                failures: breaker_failures,
+                open_for: Duration::from_millis(500),
+                ..BreakerConfig::default()
+            },
+        }
+    }
+
+    async fn start(sink: Arc<Recorder>, s: PoolSettings) -> PoolHandle<Req> {
+        let h = PoolHandle::new(sink, s);
+        let (actor, _) = Actor::spawn(None, SinkPoolActor::<Req>::default(), Arc::clone(&h.core))
+            .await
+            .unwrap();
+        *h.current.write().unwrap() = Some(actor);
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_respect_count_bytes_and_distinct_keys() {
+        let sink = Arc::new(Recorder::default());
+        let h = start(Arc::clone(&sink), settings(100)).await;
+        let cancel = CancellationToken::new();
+        let keys = ["a", "b", "a", "c", "d", "a", "e", "f"];
+        let outcomes = futures::future::join_all(
+            keys.iter()
+                .map(|k| h.write(Arc::new(Req((*k).into())), &cancel, true)),
+        )
+        .await;
+        assert!(
+            outcomes.iter().all(|o| *o == WriteOutcome::Done),
+            "{outcomes:?}"
+        );
+        let batches = sink.batches.lock().unwrap().clone();
+        let total: usize = batches.iter().map(Vec::len).sum();
+        assert_eq!(total, keys.len(), "{batches:?}");
+        for b in &batches {
+            // max_count 3; 25 bytes allow only 2 requests of 10 bytes.
+            assert!(b.len() <= 2, "{batches:?}");
+            let distinct: HashSet<_> = b.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                b.len(),
+                "a key twice in one batch: {batches:?}"
+            );
+        }
+        assert!(
+            batches.iter().any(|b| b.len() == 2),
+            "linger lets batches form: {batches:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_breaker_fails_fast_without_calling_the_sink() {
+        let sink = Arc::new(Recorder {
+            fail_first: usize::MAX,
+            ..Recorder::default()
+        });
+        let h = start(Arc::clone(&sink), settings(2)).await;
+        let cancel = CancellationToken::new();
+        let req = Arc::new(Req("k".into()));
+        for _ in 0..2 {
+            let r = h.attempt(&req, &cancel).await.unwrap();
+            assert_eq!(r.failure().map(|e| e.reason), Some("transport"));
+        }
+        assert_eq!(h.health().breaker_state(), "open");
+        let r = h.attempt(&req, &cancel).await.unwrap();
+        assert_eq!(r.failure().map(|e| e.reason), Some("circuit_open"));
+        assert_eq!(sink.calls.load(Ordering::SeqCst), 2, "fail fast: no call");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn optional_writes_exhaust_their_budget_required_ones_never_do() {
+        let sink = Arc::new(Recorder {
+            fail_first: 5,
+            ..Recorder::default()
+        });
+        let h = start(Arc::clone(&sink), settings(100)).await;
+        let cancel = CancellationToken::new();
+        let r = h.write(Arc::new(Req("opt".into())), &cancel, false).await;
+        assert!(matches!(r, WriteOutcome::Exhausted(_)), "{r:?}");
+        assert_eq!(sink.calls.load(Ordering::SeqCst), 3, "budget = 3 attempts");
+        let r = h.write(Arc::new(Req("req".into())), &cancel, true).await;
+        assert_eq!(r, WriteOutcome::Done);
+        assert_eq!(sink.calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_worker_loses_nothing() {
+        let sink = Arc::new(Recorder {
+            panic_on: 1,
+            ..Recorder::default()
+        });
+        let h = start(Arc::clone(&sink), settings(100)).await;
+        let cancel = CancellationToken::new();
+        let r = h.write(Arc::new(Req("p".into())), &cancel, true).await;
+        assert_eq!(r, WriteOutcome::Done);
+        assert_eq!(
+            sink.calls.load(Ordering::SeqCst),
+            2,
+            "re-sent after the panic"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_gives_up_without_an_outcome() {
+        let sink = Arc::new(Recorder {
+            fail_first: usize::MAX,
+            ..Recorder::default()
+        });
+        let h = start(sink, settings(100)).await;
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c2.cancel();
+        });
+        let r = h.write(Arc::new(Req("c".into())), &cancel, true).await;
+        assert_eq!(r, WriteOutcome::Cancelled);
+    }
+}

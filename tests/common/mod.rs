@@ -462,3 +462,59 @@ pub fn dlq_config(queue_url: &str) -> cdc_relay::config::DlqConfig {
         ..Default::default()
     }
 }
+
+/// One consumed record (for checking output topics).
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Consumed {
+    pub fn header(&self, k: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Reads `topic` from the beginning up to its current end.
+pub fn consume_all(env: &Env, topic: &str, partitions: i32, timeout: Duration) -> Vec<Consumed> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let ends = env.end_offsets(topic, partitions);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env.bootstrap())
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let total: i64 = ends.iter().sum();
+    let mut out = Vec::new();
+    let until = Instant::now() + timeout;
+    while (out.len() as i64) < total && Instant::now() < until {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(Consumed {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
