@@ -33,7 +33,7 @@ fn describe() {
     );
     describe_counter!(
         "cdc_relay_records_processed_total",
-        "Records completed, by topic and outcome (written, stale, skipped)"
+        "Records completed, by topic and outcome (written, stale, skipped, dead_lettered)"
     );
     describe_counter!(
         "cdc_relay_records_skipped_total",
@@ -45,7 +45,7 @@ fn describe() {
     );
     describe_gauge!(
         "cdc_relay_partition_stopped",
-        "1 while a partition is stopped at a poison record"
+        "1 while a partition is stopped at a poison record (no DLQ, or the DLQ rejected it)"
     );
     describe_histogram!(
         "cdc_relay_processing_latency_seconds",
@@ -53,7 +53,35 @@ fn describe() {
     );
     describe_counter!(
         "cdc_relay_sink_requests_total",
-        "Sink requests by sink and result (ok, stale, retryable, poison, misconfiguration)"
+        "Sink calls (one per batch) by sink and result (ok, partial, retryable, poison, misconfiguration, circuit_open)"
+    );
+    describe_histogram!(
+        "cdc_relay_sink_batch_size",
+        "Requests per sink call (batch size) by sink"
+    );
+    describe_counter!(
+        "cdc_relay_sink_exhausted_total",
+        "Optional-sink writes whose retry budget ran out (the record went to the DLQ), by sink"
+    );
+    describe_gauge!(
+        "cdc_relay_circuit_state",
+        "Circuit breaker state by sink: 0 closed, 1 open, 2 half-open"
+    );
+    describe_counter!(
+        "cdc_relay_circuit_transitions_total",
+        "Circuit breaker transitions by sink and target state"
+    );
+    describe_counter!(
+        "cdc_relay_dlq_records_total",
+        "Records written to the DLQ, by source topic and reason"
+    );
+    describe_gauge!(
+        "cdc_relay_in_flight_bytes",
+        "Record bytes in flight across all partitions (the memory budget's measure)"
+    );
+    describe_counter!(
+        "cdc_relay_memory_budget_pauses_total",
+        "Times the global memory budget paused every partition"
     );
     describe_histogram!(
         "cdc_relay_sink_latency_seconds",
@@ -61,7 +89,7 @@ fn describe() {
     );
     describe_gauge!(
         "cdc_relay_sink_in_flight",
-        "Sink requests in flight by sink"
+        "Requests in flight by sink"
     );
     describe_gauge!(
         "cdc_relay_sink_misconfigured",
