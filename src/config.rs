@@ -827,6 +827,75 @@ mod tests {
     }
 
     #[test]
+    fn sink_sections_are_validated_with_their_keys() {
+        let bad = format!(
+            r#"{GOOD}
+            events = true
+            [[routes]]
+            topic = "qlik.other"
+            table = "customers"
+            key = ["id"]
+            write_mode = "batch"
+            [dynamodb.breaker]
+            failures = 0
+            error_ratio = 2.0
+            [dynamodb.retry]
+            initial = "0s"
+            [dlq]
+            sqs_queue_url = "https://sqs.example/1/q"
+            sqs_queue_name = "q"
+            max_message_bytes = 10
+            [dlq.retry]
+            multiplier = 0.5
+            [runtime]
+            resume_below = 1.5
+            memory_budget_bytes = 1024
+            "#
+        );
+        let err = Config::from_toml(&bad).unwrap_err();
+        let keys: Vec<String> = err.problems().into_iter().map(|p| p.key).collect();
+        for k in [
+            "routes[0].events",
+            "routes[1].write_mode",
+            "dynamodb.breaker.failures",
+            "dynamodb.breaker.error_ratio",
+            "dynamodb.retry.initial",
+            "dlq.sqs_queue_name",
+            "dlq.max_message_bytes",
+            "dlq.retry.multiplier",
+            "runtime.resume_below",
+            "runtime.memory_budget_bytes",
+        ] {
+            assert!(
+                keys.iter().any(|x| x == k),
+                "missing problem for {k}: {keys:?}"
+            );
+        }
+        let no_queue = format!("{GOOD}\n[dlq]\nkafka_topic = \"dlq\"\n");
+        let err = Config::from_toml(&no_queue).unwrap_err();
+        assert!(err.to_string().contains("dlq.sqs_queue_url"), "{err}");
+    }
+
+    #[test]
+    fn events_follow_the_section_and_route_overrides() {
+        let c = Config::from_toml(&format!("{GOOD}\n[eventbridge]\nbus = \"b\"\n")).unwrap();
+        assert_eq!(
+            c.events_for(&c.routes[0]),
+            Some(false),
+            "optional by default"
+        );
+        let c = Config::from_toml(&format!(
+            "{GOOD}\nevents_required = true\n[eventbridge]\nbus = \"b\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.events_for(&c.routes[0]), Some(true));
+        let c = Config::from_toml(&format!("{GOOD}\nevents = false\n[eventbridge]\n")).unwrap();
+        assert_eq!(c.events_for(&c.routes[0]), None);
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.events_for(&c.routes[0]), None, "no section, no events");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_types_name_the_key() {
         let err = Config::from_toml(&GOOD.replace("envelope = \"qlik\"", "envelope = \"oracle\""))
             .unwrap_err();

@@ -87,10 +87,7 @@ fn describe() {
         "cdc_relay_sink_latency_seconds",
         "Sink request latency by sink"
     );
-    describe_gauge!(
-        "cdc_relay_sink_in_flight",
-        "Requests in flight by sink"
-    );
+    describe_gauge!("cdc_relay_sink_in_flight", "Requests in flight by sink");
     describe_gauge!(
         "cdc_relay_sink_misconfigured",
         "1 while a sink reports a misconfiguration"
