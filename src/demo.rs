@@ -1,7 +1,8 @@
 //! `cdc-relay demo`: the whole pipeline on embedded defaults. Starts the lab (3-broker mock Kafka,
-//! registry fixture, moto), generates CDC records for three tables, runs the relay until every
-//! record is committed, verifies DynamoDB against the generator's expected state, and prints
-//! "verified N/N items match".
+//! registry fixture, moto), generates CDC records for three tables plus a few poison records,
+//! runs the relay (DynamoDB, EventBridge events, SQS DLQ) until every record is committed,
+//! verifies DynamoDB against the generator's expected state and the DLQ against the poison
+//! records, and prints "verified N/N items match".
 //!
 //! Orchestration only: it uses the same `relay::start` as production and shares no shortcut.
 
@@ -45,10 +46,68 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Stalled(String),
+    #[error("AWS: {0}")]
+    Aws(String),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+}
+
+/// One record that is not Confluent-framed per partition of `demo.customers`.
+async fn inject_poison(bootstrap: &str) -> Result<(), DemoError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| DemoError::Kafka(e.to_string()))?;
+    for p in 0..POISON {
+        let key = format!("poison-{p}");
+        let partition = i32::try_from(p).unwrap_or(0) % PARTITIONS;
+        producer
+            .send(
+                FutureRecord::to("demo.customers")
+                    .partition(partition)
+                    .key(key.as_bytes())
+                    .payload(b"{\"not\": \"avro\"}".as_slice()),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| DemoError::Kafka(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, DemoError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(|e| DemoError::Aws(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&A::ApproximateNumberOfMessages))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Event entries sent successfully, read back from the relay's own metrics.
+fn event_entries_sent() -> u64 {
+    let text = crate::telemetry::metrics::render();
+    let prefix = format!("cdc_relay_sink_batch_size_sum{{sink=\"eventbridge:{EVENT_BUS}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 pub const TABLES: [&str; 3] = ["customers", "orders", "accounts"];
 const PARTITIONS: i32 = 3;
+const DLQ_QUEUE: &str = "cdc-relay-demo-dlq";
+const EVENT_BUS: &str = "cdc-relay-demo";
+/// Poison records the demo injects (one per partition of `demo.customers`): not Confluent-framed.
+const POISON: usize = 3;
 
 /// The demo's relay config (also a readable example of a complete config).
 pub fn demo_config(bootstrap: &str, registry: &str, aws_endpoint: &str, envelope: &str) -> String {
@@ -72,6 +131,10 @@ region = "us-west-2"
 endpoint_url = "{aws_endpoint}"
 [dynamodb]
 concurrency = 64
+[eventbridge]
+bus = "{EVENT_BUS}"
+[dlq]
+sqs_queue_name = "{DLQ_QUEUE}"
 [admin]
 listen = "127.0.0.1:0"
 {routes}"#
@@ -120,6 +183,24 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
             .map_err(crate::lab::LabError::from)?;
         crate::lab::create_table(&ddb, t, "pk").await?;
     }
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(DLQ_QUEUE)
+        .send()
+        .await
+        .map_err(|e| DemoError::Aws(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    aws_sdk_eventbridge::Client::new(&sdk)
+        .create_event_bus()
+        .name(EVENT_BUS)
+        .send()
+        .await
+        .map_err(|e| {
+            DemoError::Aws(aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string())
+        })?;
     let bootstrap = lab.kafka.bootstrap_servers().to_string();
     let envelope = match opts.envelope {
         EnvelopeKind::Debezium => "debezium",
@@ -157,6 +238,10 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         "demo: produced {} records ({:?}) in {} ms; expected final state: {} items, {} tombstones",
         report.records, report.by_op, report.elapsed_ms, report.expected_items, report.tombstones
     );
+    inject_poison(&bootstrap).await?;
+    println!(
+        "demo: produced {POISON} poison records (no Confluent framing) into demo.customers; they must end in the DLQ"
+    );
     let cfg = Config::from_toml(&demo_config(
         &bootstrap,
         &lab.registry.url(),
@@ -174,19 +259,19 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
     if let Some(a) = relay.admin_addr() {
         println!("demo: relay running; admin on http://{a} (/status, /metrics, /ready)");
     }
-    let total = i64::try_from(report.records).unwrap_or(i64::MAX);
+    let total = i64::try_from(report.records + POISON as u64).unwrap_or(i64::MAX);
     let relay_start = Instant::now();
     let mut last_progress = (0, Instant::now());
     loop {
         let done = committed_total(&bootstrap, "cdc-relay-demo");
         let o = relay.status().outcomes.to_json();
         println!(
-            "demo: committed {done}/{total} ({:.0}%) — written {}, stale {}, skipped {}, poison {} — {:.0} records/s",
+            "demo: committed {done}/{total} ({:.0}%) — written {}, stale {}, skipped {}, dead-lettered {} — {:.0} records/s",
             done as f64 * 100.0 / total.max(1) as f64,
             o["written"],
             o["stale"],
             o["skipped"],
-            o["poison"],
+            o["dead_lettered"],
             done as f64 / relay_start.elapsed().as_secs_f64().max(0.001)
         );
         if done >= total {
@@ -203,7 +288,22 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let verdict = crate::verify::verify(&ddb, &expected, |t| t.to_string(), "pk").await?;
+    let dead_lettered = relay
+        .status()
+        .outcomes
+        .dead_lettered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let events = event_entries_sent();
     relay.shutdown().await;
+    let in_dlq = queue_depth(&sqs, &dlq_url).await?;
+    println!(
+        "demo: {events} event entries sent to EventBridge bus {EVENT_BUS}; {dead_lettered} records dead-lettered, {in_dlq} messages in SQS {DLQ_QUEUE} (inspect: cdc-relay dlq inspect)"
+    );
+    if in_dlq != POISON as u64 || dead_lettered != POISON as u64 {
+        return Err(DemoError::Stalled(format!(
+            "expected {POISON} records in the DLQ, found {in_dlq} ({dead_lettered} dead-lettered)"
+        )));
+    }
     for m in &verdict.mismatches {
         println!("demo: mismatch: {m}");
     }
