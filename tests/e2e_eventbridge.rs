@@ -1,5 +1,6 @@
 //! (d) EventBridge end to end against moto: a rule on the bus targets an SQS queue; 200 records
-//! give exactly 200 events with unique, deterministic `event_id`s and the documented detail.
+//! give exactly 200 events with unique, deterministic `event_id`s and the documented detail. The
+//! bus lives in another region than the relay's sinks (cross-region routing).
 
 mod common;
 
@@ -16,9 +17,19 @@ async fn e2e_each_record_gives_one_event() {
     let mut s = env
         .scenario(Plan::new("evd", EnvelopeKind::Qlik, 50, 200, 41))
         .await;
+    // The relay's region is us-west-2; the bus (and the queue its rule feeds) are in us-east-1.
     let sdk = env.lab.sdk_config().await;
-    let eb = aws_sdk_eventbridge::Client::new(&sdk);
-    let q = sqs::client(&env).await;
+    let east = aws_sdk_eventbridge::config::Region::new("us-east-1");
+    let eb = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&sdk)
+            .region(east.clone())
+            .build(),
+    );
+    let q = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .region(east)
+            .build(),
+    );
     let url = sqs::create_queue(&q, "events-d").await;
     let arn = q
         .get_queue_attributes()
@@ -56,6 +67,7 @@ async fn e2e_each_record_gives_one_event() {
         .unwrap();
     s.cfg.eventbridge = Some(EventBridgeConfig {
         bus: "bus-d".into(),
+        region: Some("us-east-1".into()),
         ..Default::default()
     });
 
