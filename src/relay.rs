@@ -63,6 +63,14 @@ struct ConsumerSpec {
     current: Arc<Mutex<Option<ActorRef<ConsumerMsg>>>>,
 }
 
+impl Pools {
+    /// Registers `pool` as a root child and as a sink on the status board.
+    fn add<R: crate::sinks::SinkRequest>(&mut self, status: &StatusBoard, pool: &PoolHandle<R>) {
+        status.add_sink(pool.name(), Arc::clone(pool.health()));
+        self.specs.push(Arc::new(PoolSpec(pool.clone())));
+    }
+}
+
 impl ChildSpec for ConsumerSpec {
     fn name(&self) -> String {
         "consumer".into()
@@ -107,6 +115,22 @@ fn timeouts(request_timeout: Duration) -> aws_config::timeout::TimeoutConfig {
         .operation_attempt_timeout(request_timeout)
         .connect_timeout(Duration::from_secs(3))
         .build()
+}
+
+/// Pool settings from a sink's config section; misconfiguration retries at most every 5 s.
+fn settings(
+    concurrency: usize,
+    linger: Duration,
+    retry: &crate::sinks::pool::RetryConfig,
+    breaker: &crate::sinks::breaker::BreakerConfig,
+) -> PoolSettings {
+    PoolSettings {
+        concurrency,
+        linger,
+        retry: retry.clone(),
+        misconfig_backoff: Duration::from_secs(5),
+        breaker: breaker.clone(),
+    }
 }
 
 /// The pools a relay runs, as supervised children of the root.
@@ -156,7 +180,6 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         specs: Vec::new(),
         dynamodb: Vec::new(),
     };
-    let misconfig_backoff = Duration::from_secs(5);
 
     // DynamoDB: one pool per table, in the mode of the routes writing to it.
     let ddb = &config.dynamodb;
@@ -177,16 +200,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         ));
         let pool = PoolHandle::new(
             sink,
-            PoolSettings {
-                concurrency: ddb.concurrency,
-                linger: ddb.linger,
-                retry: ddb.retry.clone(),
-                misconfig_backoff,
-                breaker: ddb.breaker.clone(),
-            },
+            settings(ddb.concurrency, ddb.linger, &ddb.retry, &ddb.breaker),
         );
-        status.add_sink(pool.name(), Arc::clone(pool.health()));
-        pools.specs.push(Arc::new(PoolSpec(pool.clone())));
+        pools.add(&status, &pool);
         pools.dynamodb.push(pool.clone());
         table_pools.insert(r.table.clone(), pool);
     }
@@ -207,16 +223,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         ));
         let pool = PoolHandle::new(
             sink,
-            PoolSettings {
-                concurrency: eb.concurrency,
-                linger: eb.linger,
-                retry: eb.retry.clone(),
-                misconfig_backoff,
-                breaker: eb.breaker.clone(),
-            },
+            settings(eb.concurrency, eb.linger, &eb.retry, &eb.breaker),
         );
-        status.add_sink(pool.name(), Arc::clone(pool.health()));
-        pools.specs.push(Arc::new(PoolSpec(pool.clone())));
+        pools.add(&status, &pool);
         (pool, Arc::new(eb.clone()))
     });
 
@@ -230,18 +239,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
                     .build(),
             );
             let url = dlq_queue_url(&client, d).await?;
-            let settings = PoolSettings {
-                concurrency: d.concurrency,
-                linger: d.linger,
-                retry: d.retry.clone(),
-                misconfig_backoff,
-                breaker: d.breaker.clone(),
-            };
+            let settings = settings(d.concurrency, d.linger, &d.retry, &d.breaker);
             let sink: Arc<dyn Sink<DeadLetter>> =
                 Arc::new(SqsDlqSink::new(client, &url, d.max_message_bytes));
             let sqs = PoolHandle::new(sink, settings.clone());
-            status.add_sink(sqs.name(), Arc::clone(sqs.health()));
-            pools.specs.push(Arc::new(PoolSpec(sqs.clone())));
+            pools.add(&status, &sqs);
             let kafka = match &d.kafka_topic {
                 None => None,
                 Some(topic) => {
@@ -264,8 +266,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
                             ..settings
                         },
                     );
-                    status.add_sink(pool.name(), Arc::clone(pool.health()));
-                    pools.specs.push(Arc::new(PoolSpec(pool.clone())));
+                    pools.add(&status, &pool);
                     Some(pool)
                 }
             };

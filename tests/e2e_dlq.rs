@@ -7,19 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cdc_relay::config::EnvelopeKind;
-use cdc_relay::decode::registry::RegistryClient;
 use cdc_relay::dlq::DlqBody;
 use cdc_relay::relay::{self, StartOptions};
 use common::poison::{self, Poisons};
-use common::{Env, PARTITIONS, Plan, count, dlq_config, sqs};
-
-fn registry(env: &Env) -> RegistryClient {
-    RegistryClient::new(&cdc_relay::config::RegistryConfig {
-        url: Some(env.lab.registry.url()),
-        ..Default::default()
-    })
-    .unwrap()
-}
+use common::{Env, PARTITIONS, Plan, count, dlq_config, registry, sqs};
 
 /// (b) Every poison kind among 10k good records: each poison record is in SQS with the right
 /// attributes and original bytes, every good record is in DynamoDB, offsets commit past the poison.
@@ -164,12 +155,7 @@ async fn e2e_poison_goes_to_dlq_and_commits_past() {
     let addr = relay.admin_addr().unwrap();
     let ready = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&relay).await;
     assert!(metrics.contains("cdc_relay_dlq_records_total"), "{metrics}");
     relay.shutdown().await;
 }

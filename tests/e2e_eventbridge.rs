@@ -134,13 +134,7 @@ async fn e2e_each_record_gives_one_event() {
         }
         assert!(d["source"]["offset"].is_i64());
     }
-    let addr = relay.admin_addr().unwrap();
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&relay).await;
     assert!(
         metrics.contains(r#"cdc_relay_sink_requests_total{sink="eventbridge:bus-d",result="ok"}"#),
         "{metrics}"
@@ -191,13 +185,7 @@ async fn e2e_optional_events_exhaust_to_the_dlq_without_blocking_commits() {
         assert!(reason.starts_with("eventbridge_"), "{reason}");
         assert_eq!(sqs::attr(m, "error_class").as_deref(), Some("retryable"));
     }
-    let addr = relay.admin_addr().unwrap();
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&relay).await;
     assert!(
         metrics.contains(r#"cdc_relay_sink_exhausted_total{sink="eventbridge:nowhere"}"#),
         "{metrics}"

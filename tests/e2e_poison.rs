@@ -147,12 +147,7 @@ async fn e2e_each_poison_kind_stops_only_its_partition() {
         .await
         .unwrap();
     assert_eq!(status["records"]["poison"], 5, "{status}");
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&relay).await;
     assert!(
         metrics.contains("cdc_relay_poison_records_total"),
         "{metrics}"

@@ -88,13 +88,7 @@ async fn e2e_aws_outage_opens_breaker_pauses_and_recovers_exactly() {
     }
     assert_eq!(sqs::depth(&q, &dlq_url).await, 0, "nothing went to the DLQ");
     assert_eq!(common::count(&relay, "dead_lettered"), 0);
-    let addr = relay.admin_addr().unwrap();
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&relay).await;
     assert!(
         metrics
             .contains(r#"cdc_relay_circuit_transitions_total{sink="dynamodb:outage",to="open"}"#),

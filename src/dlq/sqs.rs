@@ -34,12 +34,7 @@ impl SqsDlqSink {
     }
 
     fn failed(&self, class: ErrorClass, reason: &'static str, message: String) -> SinkResult {
-        SinkResult::Failed(SinkError {
-            class,
-            reason,
-            sink: self.name.clone(),
-            message,
-        })
+        SinkError::result(&self.name, class, reason, message)
     }
 }
 

@@ -69,6 +69,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// A copy of the assigned partitions' slots (the lock is not held while they are used).
+    fn snapshot(&self) -> Vec<(Tp, Slot)> {
+        self.slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
     fn spawn_partition(
         &self,
         topic: &str,
@@ -431,12 +439,7 @@ impl PollLoop {
 
     /// The global memory budget is spent: pause every partition until it falls below low water.
     fn pause_all(&self) {
-        let slots: Vec<(Tp, Slot)> = self
-            .shared
-            .slots
-            .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let slots = self.shared.snapshot();
         let mut paused = 0;
         for (tp, s) in slots {
             if !s.state.is_paused() {
@@ -487,12 +490,7 @@ impl PollLoop {
         metrics::gauge!("cdc_relay_in_flight_bytes").set(self.shared.status.memory.bytes() as f64);
         let global_ok =
             (self.shared.status.memory.bytes() as f64) <= f.budget as f64 * f.resume_below;
-        let slots: Vec<(Tp, Slot)> = self
-            .shared
-            .slots
-            .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let slots = self.shared.snapshot();
         for (tp, s) in slots {
             let stopped = s.state.stopped().is_some();
             if stopped && !s.state.is_paused() {

@@ -57,12 +57,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let failed = |class: ErrorClass, reason: &'static str, message: String| {
-        SinkResult::Failed(SinkError {
-            class,
-            reason,
-            sink: sink.to_string(),
-            message,
-        })
+        SinkError::result(sink, class, reason, message)
     };
     match err {
         SdkError::ServiceError(se) => {

@@ -76,12 +76,12 @@ impl DynamoDbSink {
     }
 
     fn failed(&self, class: ErrorClass, reason: &'static str, message: String) -> SinkResult {
-        SinkResult::Failed(SinkError {
-            class,
-            reason,
-            sink: self.name.clone(),
-            message,
-        })
+        SinkError::result(&self.name, class, reason, message)
+    }
+
+    /// Every request of a batch the SDK would not even build: rejected as poison.
+    fn rejected(&self, n: usize, e: &dyn std::fmt::Display) -> Vec<SinkResult> {
+        vec![self.failed(ErrorClass::Poison, "sink_rejected", e.to_string()); n]
     }
 
     async fn conditional(&self, req: &WriteRequest) -> SinkResult {
@@ -115,34 +115,28 @@ impl DynamoDbSink {
     }
 
     async fn transact(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
-        let mut items = Vec::with_capacity(batch.len());
-        for req in batch {
-            let built = match &req.kind {
-                WriteKind::Put(item) => Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(Self::item(item)))
-                    .condition_expression(CONDITION)
-                    .set_expression_attribute_names(Some(Self::names(req)))
-                    .set_expression_attribute_values(Some(Self::values(req)))
-                    .build()
-                    .map(|p| TransactWriteItem::builder().put(p).build()),
-                WriteKind::Delete => Delete::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(req)))
-                    .condition_expression(CONDITION)
-                    .set_expression_attribute_names(Some(Self::names(req)))
-                    .set_expression_attribute_values(Some(Self::values(req)))
-                    .build()
-                    .map(|d| TransactWriteItem::builder().delete(d).build()),
-            };
-            match built {
-                Ok(i) => items.push(i),
-                Err(e) => {
-                    let r = self.failed(ErrorClass::Poison, "sink_rejected", e.to_string());
-                    return vec![r; batch.len()];
-                }
-            }
-        }
+        let built = batch.iter().map(|req| match &req.kind {
+            WriteKind::Put(item) => Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(Self::item(item)))
+                .condition_expression(CONDITION)
+                .set_expression_attribute_names(Some(Self::names(req)))
+                .set_expression_attribute_values(Some(Self::values(req)))
+                .build()
+                .map(|p| TransactWriteItem::builder().put(p).build()),
+            WriteKind::Delete => Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(req)))
+                .condition_expression(CONDITION)
+                .set_expression_attribute_names(Some(Self::names(req)))
+                .set_expression_attribute_values(Some(Self::values(req)))
+                .build()
+                .map(|d| TransactWriteItem::builder().delete(d).build()),
+        });
+        let items = match built.collect::<Result<Vec<_>, _>>() {
+            Ok(items) => items,
+            Err(e) => return self.rejected(batch.len(), &e),
+        };
         match self
             .client
             .transact_write_items()
@@ -193,26 +187,20 @@ impl DynamoDbSink {
     }
 
     async fn batch(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
-        let mut writes = Vec::with_capacity(batch.len());
-        for req in batch {
-            let built = match &req.kind {
-                WriteKind::Put(item) => PutRequest::builder()
-                    .set_item(Some(Self::item(item)))
-                    .build()
-                    .map(|p| DdbWrite::builder().put_request(p).build()),
-                WriteKind::Delete => DeleteRequest::builder()
-                    .set_key(Some(Self::key(req)))
-                    .build()
-                    .map(|d| DdbWrite::builder().delete_request(d).build()),
-            };
-            match built {
-                Ok(w) => writes.push(w),
-                Err(e) => {
-                    let r = self.failed(ErrorClass::Poison, "sink_rejected", e.to_string());
-                    return vec![r; batch.len()];
-                }
-            }
-        }
+        let built = batch.iter().map(|req| match &req.kind {
+            WriteKind::Put(item) => PutRequest::builder()
+                .set_item(Some(Self::item(item)))
+                .build()
+                .map(|p| DdbWrite::builder().put_request(p).build()),
+            WriteKind::Delete => DeleteRequest::builder()
+                .set_key(Some(Self::key(req)))
+                .build()
+                .map(|d| DdbWrite::builder().delete_request(d).build()),
+        });
+        let writes = match built.collect::<Result<Vec<_>, _>>() {
+            Ok(writes) => writes,
+            Err(e) => return self.rejected(batch.len(), &e),
+        };
         match self
             .client
             .batch_write_item()

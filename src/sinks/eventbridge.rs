@@ -122,12 +122,7 @@ impl EventBridgeSink {
     }
 
     fn failed(&self, class: ErrorClass, reason: &'static str, message: String) -> SinkResult {
-        SinkResult::Failed(SinkError {
-            class,
-            reason,
-            sink: self.name.clone(),
-            message,
-        })
+        SinkError::result(&self.name, class, reason, message)
     }
 
     /// One failed entry of a successful PutEvents call.

@@ -50,6 +50,21 @@ impl SinkResult {
 const BREAKER_NEUTRAL: &[&str] = &["transaction_retry", "unprocessed", "circuit_open"];
 
 impl SinkError {
+    /// A failed result of `sink`.
+    pub fn result(
+        sink: &str,
+        class: ErrorClass,
+        reason: &'static str,
+        message: String,
+    ) -> SinkResult {
+        SinkResult::Failed(SinkError {
+            class,
+            reason,
+            sink: sink.to_string(),
+            message,
+        })
+    }
+
     /// Whether this failure counts against the circuit breaker: the sink looks unhealthy
     /// (timeouts, 5xx, throttling, connection errors), not merely a record it rejected.
     pub fn trips_breaker(&self) -> bool {

@@ -518,3 +518,23 @@ pub fn consume_all(env: &Env, topic: &str, partitions: i32, timeout: Duration) -
     }
     out
 }
+
+/// The relay's `/metrics` text.
+pub async fn metrics(relay: &cdc_relay::relay::RelayHandle) -> String {
+    let addr = relay.admin_addr().expect("admin server running");
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A registry client for the lab's registry fixture.
+pub fn registry(env: &Env) -> cdc_relay::decode::registry::RegistryClient {
+    cdc_relay::decode::registry::RegistryClient::new(&cdc_relay::config::RegistryConfig {
+        url: Some(env.lab.registry.url()),
+        ..Default::default()
+    })
+    .unwrap()
+}
