@@ -31,7 +31,22 @@ async fn run(name: &'static str, mode: WriteMode, seed: u64) -> Replay {
     let r1 = relay::start(s.cfg.clone(), StartOptions::default())
         .await
         .unwrap();
+    let started = std::time::Instant::now();
     let ends = env.wait_done(&s).await;
+    let m = common::metrics(&r1).await;
+    let stat = |suffix: &str| -> f64 {
+        let prefix = format!("cdc_relay_sink_batch_size_{suffix}{{sink=\"dynamodb:{name}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    eprintln!(
+        "{name}: {RECORDS} records in {:.1} s, {} DynamoDB calls, mean batch {:.1}",
+        started.elapsed().as_secs_f64(),
+        stat("count"),
+        stat("sum") / stat("count").max(1.0)
+    );
     r1.shutdown().await;
     env.assert_exact(&s).await;
     let snapshot = cdc_relay::verify::scan_table(&env.ddb, &s.table, "pk")
