@@ -26,6 +26,37 @@ fn check_config_accepts_the_example() {
 }
 
 #[test]
+fn dlq_tools_need_a_dlq_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodlq.toml");
+    std::fs::write(
+        &path,
+        "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\ntopics = [\"t\"]\n[aws]\nregion = \"us-west-2\"\nendpoint_url = \"http://127.0.0.1:9\"\n[[routes]]\ntopic = \"t\"\ntable = \"x\"\nkey = [\"id\"]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    for args in [&["dlq", "inspect"][..], &["dlq", "replay", "--dry-run"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no [dlq] section"), "{args:?}: {err}");
+    }
+    // A bad config is reported like check-config does.
+    std::fs::write(&path, "[kafka]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["dlq", "inspect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bootstrap_servers"));
+}
+
+#[test]
 fn check_config_lists_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
