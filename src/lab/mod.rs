@@ -4,6 +4,7 @@
 //! Test and demo support only: nothing in the relay's run path uses it.
 
 pub mod kafka;
+pub mod link;
 pub mod moto;
 pub mod registry_fixture;
 
