@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use cdc_relay::lab::kafka::MockKafka;
 use cdc_relay::lab::link::{ClusterLink, LinkOptions};
+use cdc_relay::region::lag::{Cluster, LagProbe};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -186,6 +187,33 @@ async fn link_mirrors_records_offsets_and_group_offsets() {
         high_watermarks(secondary.bootstrap_servers(), "mirror.t", 3),
         before
     );
+    // The lag probe sees exactly the unmirrored records and the age of the oldest one.
+    let cluster = |name: &str, bs: &str| Cluster {
+        name: name.into(),
+        bootstrap_servers: bs.into(),
+        properties: Default::default(),
+    };
+    let probe = LagProbe::new(
+        cluster("primary", primary.bootstrap_servers()),
+        cluster("secondary", secondary.bootstrap_servers()),
+        vec![("t".into(), 3)],
+        "mirror.",
+    )
+    .unwrap();
+    assert!(probe.primary_up(Duration::from_secs(2)) && probe.secondary_up(Duration::from_secs(2)));
+    let now_ms = 1_700_000_000_000 + 1_000_000;
+    let lags = probe.measure(Duration::from_secs(5), now_ms).unwrap();
+    assert_eq!(lags.iter().map(|l| l.messages).sum::<i64>(), 60, "{lags:?}");
+    for l in &lags {
+        assert_eq!(l.messages, l.primary_high - l.secondary_high);
+        if l.messages > 0 {
+            // Records 300.. carry timestamps base + i: the oldest missing one is >= base + 300.
+            assert!(
+                l.seconds > 0.0 && l.seconds <= (1_000_000.0 - 300.0) / 1000.0,
+                "{l:?}"
+            );
+        }
+    }
     link.resume();
     let want = high_watermarks(primary.bootstrap_servers(), "t", 3);
     let until = Instant::now() + Duration::from_secs(20);
@@ -193,4 +221,16 @@ async fn link_mirrors_records_offsets_and_group_offsets() {
         assert!(Instant::now() < until, "link did not catch up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let lags = probe.measure(Duration::from_secs(5), now_ms).unwrap();
+    assert!(
+        lags.iter().all(|l| l.messages == 0 && l.seconds == 0.0),
+        "{lags:?}"
+    );
+
+    // A dead primary fails the probe within its timeout.
+    primary.broker_down(-1).unwrap();
+    let t = Instant::now();
+    assert!(!probe.primary_up(Duration::from_secs(1)));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(probe.secondary_up(Duration::from_secs(1)));
 }
