@@ -43,12 +43,138 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Two clusters (DESIGN §6). Without it, the relay consumes `kafka.bootstrap_servers` only.
+    #[serde(default)]
+    pub regions: Option<RegionsConfig>,
+    #[serde(default)]
+    pub failover: FailoverConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionsConfig {
+    pub primary: RegionConfig,
+    pub secondary: RegionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// A label, e.g. the AWS region (`us-west-2`); used in metrics and `/status`.
+    pub name: String,
+    pub bootstrap_servers: String,
+    /// librdkafka properties for this cluster (security), applied over `kafka.properties`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Topic names on this cluster are `topic_prefix + <source topic>` (cluster-link mirror
+    /// topics carry a prefix; the primary's usually none).
+    #[serde(default)]
+    pub topic_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverMode {
+    /// Switch to the secondary when the primary is down for `unhealthy_after`.
+    #[default]
+    Automatic,
+    /// Only `POST /admin/failover` switches.
+    Manual,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    pub mode: FailoverMode,
+    /// How often both clusters are probed (metadata + watermarks) and the control record read.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// A probe that takes longer than this failed.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// The primary is down after its probes failed for this long.
+    #[serde(with = "humantime_serde")]
+    pub unhealthy_after: Duration,
+    /// DynamoDB table holding the shared decision (`group` string key). Without it each pod
+    /// decides alone (requires `allow_local_decision`).
+    pub control_table: Option<String>,
+    /// With `mode = automatic`, let a pod switch on its own when the control table is not
+    /// configured or unreachable. Pods may then disagree for a while; version guards keep the
+    /// data right at the cost of duplicate writes.
+    pub allow_local_decision: bool,
+    /// How often committed offsets are written to the control record.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Fallback start position on the target when neither synced group offsets nor a checkpoint
+    /// exist: `offsets_for_times(last processed timestamp − offset_margin)`.
+    #[serde(with = "humantime_serde")]
+    pub offset_margin: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            mode: FailoverMode::Automatic,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            unhealthy_after: Duration::from_secs(5),
+            control_table: None,
+            allow_local_decision: false,
+            checkpoint_interval: Duration::from_secs(5),
+            offset_margin: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which of the two clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Primary,
+    Secondary,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Primary => "primary",
+            Side::Secondary => "secondary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Side> {
+        match s {
+            "primary" => Some(Side::Primary),
+            "secondary" => Some(Side::Secondary),
+            _ => None,
+        }
+    }
+
+    pub fn other(self) -> Side {
+        match self {
+            Side::Primary => Side::Secondary,
+            Side::Secondary => Side::Primary,
+        }
+    }
+}
+
+/// The cluster the consumer connects to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    pub side: Side,
+    pub name: String,
+    pub bootstrap_servers: String,
+    /// `kafka.properties` with the region's properties applied over them.
+    pub properties: BTreeMap<String, String>,
+    pub topic_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// Comma-separated `host:port` list of the active cluster.
+    /// Comma-separated `host:port` list of the cluster. With `[regions]`, leave it out: the
+    /// regions name their clusters.
+    #[serde(default)]
     pub bootstrap_servers: String,
     #[serde(default = "default_group_id")]
     pub group_id: String,
@@ -495,24 +621,86 @@ impl Config {
             })
         };
         let k = &self.kafka;
-        if k.bootstrap_servers.trim().is_empty() {
-            bad(
-                "kafka.bootstrap_servers",
-                "must list at least one host:port",
-            );
-        }
-        for (i, b) in k.bootstrap_servers.split(',').enumerate() {
-            let b = b.trim();
-            if !b.is_empty()
-                && b.rsplit_once(':')
-                    .and_then(|(_, port)| port.parse::<u16>().ok())
-                    .is_none()
-            {
-                bad(
-                    "kafka.bootstrap_servers",
-                    &format!("entry {i} ({b:?}) is not host:port"),
+        let mut check_servers = |key: &str, list: &str| {
+            if list.trim().is_empty() {
+                bad(key, "must list at least one host:port");
+            }
+            for (i, b) in list.split(',').enumerate() {
+                let b = b.trim();
+                if !b.is_empty()
+                    && b.rsplit_once(':')
+                        .and_then(|(_, port)| port.parse::<u16>().ok())
+                        .is_none()
+                {
+                    bad(key, &format!("entry {i} ({b:?}) is not host:port"));
+                }
+            }
+        };
+        match &self.regions {
+            None => check_servers("kafka.bootstrap_servers", &k.bootstrap_servers),
+            Some(r) => {
+                check_servers(
+                    "regions.primary.bootstrap_servers",
+                    &r.primary.bootstrap_servers,
+                );
+                check_servers(
+                    "regions.secondary.bootstrap_servers",
+                    &r.secondary.bootstrap_servers,
                 );
             }
+        }
+        if let Some(r) = &self.regions {
+            if !k.bootstrap_servers.trim().is_empty() {
+                bad(
+                    "kafka.bootstrap_servers",
+                    "leave it out with [regions]: regions.primary and regions.secondary name the clusters",
+                );
+            }
+            if k.topic_pattern.is_some() {
+                bad(
+                    "kafka.topic_pattern",
+                    "with [regions], list `topics` (mirror topic names are derived from them)",
+                );
+            }
+            if r.primary.name.trim().is_empty() || r.primary.name == r.secondary.name {
+                bad(
+                    "regions.primary.name",
+                    "both regions need distinct, non-empty names",
+                );
+            }
+            for (side, rc) in [("primary", &r.primary), ("secondary", &r.secondary)] {
+                for key in rc.properties.keys() {
+                    if MANAGED_PROPERTIES.contains(&key.as_str()) {
+                        bad(
+                            &format!("regions.{side}.properties.{key}"),
+                            "is managed by cdc-relay; remove it",
+                        );
+                    }
+                }
+            }
+        }
+        let f = &self.failover;
+        if f.probe_interval.is_zero() || f.probe_timeout.is_zero() {
+            bad(
+                "failover.probe_interval",
+                "probe_interval and probe_timeout must be greater than 0",
+            );
+        }
+        if f.unhealthy_after < f.probe_interval {
+            bad(
+                "failover.unhealthy_after",
+                "must be at least failover.probe_interval",
+            );
+        }
+        if self.regions.is_some()
+            && f.mode == FailoverMode::Automatic
+            && f.control_table.is_none()
+            && !f.allow_local_decision
+        {
+            bad(
+                "failover.control_table",
+                "automatic failover needs a control table (the shared decision), or allow_local_decision = true",
+            );
         }
         if k.group_id.trim().is_empty() {
             bad("kafka.group_id", "must not be empty");
@@ -742,6 +930,34 @@ impl Config {
         p
     }
 
+    /// The cluster of `side`: a region, or (without `[regions]`) the one `kafka` cluster.
+    pub fn cluster(&self, side: Side) -> ClusterConfig {
+        let mut properties = self.kafka.properties.clone();
+        match (&self.regions, side) {
+            (None, _) => ClusterConfig {
+                side: Side::Primary,
+                name: "primary".into(),
+                bootstrap_servers: self.kafka.bootstrap_servers.clone(),
+                properties,
+                topic_prefix: String::new(),
+            },
+            (Some(r), side) => {
+                let rc = match side {
+                    Side::Primary => &r.primary,
+                    Side::Secondary => &r.secondary,
+                };
+                properties.extend(rc.properties.clone());
+                ClusterConfig {
+                    side,
+                    name: rc.name.clone(),
+                    bootstrap_servers: rc.bootstrap_servers.clone(),
+                    properties,
+                    topic_prefix: rc.topic_prefix.clone(),
+                }
+            }
+        }
+    }
+
     pub fn route_for(&self, topic: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| r.topic == topic)
     }
@@ -893,6 +1109,62 @@ mod tests {
         assert_eq!(c.events_for(&c.routes[0]), None);
         let c = Config::from_toml(GOOD).unwrap();
         assert_eq!(c.events_for(&c.routes[0]), None, "no section, no events");
+    }
+
+    #[test]
+    fn regions_are_validated_and_resolve_to_clusters() {
+        let two = |extra: &str| {
+            format!(
+                r#"
+            [kafka]
+            {extra}
+            topics = ["qlik.customers"]
+            [kafka.properties]
+            "security.protocol" = "SSL"
+            [schema_registry]
+            url = "http://127.0.0.1:8081"
+            [[routes]]
+            topic = "qlik.customers"
+            table = "customers"
+            key = ["id"]
+            [regions.primary]
+            name = "us-west-2"
+            bootstrap_servers = "w:9092"
+            [regions.secondary]
+            name = "us-east-1"
+            bootstrap_servers = "e:9092"
+            topic_prefix = "west."
+            [regions.secondary.properties]
+            "ssl.ca.location" = "/east.pem"
+            [failover]
+            control_table = "ctl"
+            "#
+            )
+        };
+        let c = Config::from_toml(&two("")).unwrap();
+        let e = c.cluster(Side::Secondary);
+        assert_eq!(
+            (
+                e.name.as_str(),
+                e.bootstrap_servers.as_str(),
+                e.topic_prefix.as_str()
+            ),
+            ("us-east-1", "e:9092", "west.")
+        );
+        assert_eq!(
+            e.properties["security.protocol"], "SSL",
+            "kafka.properties apply"
+        );
+        assert_eq!(e.properties["ssl.ca.location"], "/east.pem");
+        assert_eq!(c.cluster(Side::Primary).topic_prefix, "");
+        let err = Config::from_toml(&two("bootstrap_servers = \"x:1\"")).unwrap_err();
+        assert!(err.to_string().contains("kafka.bootstrap_servers"), "{err}");
+        let err = Config::from_toml(&two("").replace("control_table = \"ctl\"", "")).unwrap_err();
+        assert!(err.to_string().contains("failover.control_table"), "{err}");
+        let manual = two("").replace("control_table = \"ctl\"", "mode = \"manual\"");
+        assert!(Config::from_toml(&manual).is_ok());
+        let err = Config::from_toml(&two("").replace("us-east-1", "us-west-2")).unwrap_err();
+        assert!(err.to_string().contains("regions.primary.name"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DlqConfig};
+use crate::config::{Config, DlqConfig, Side};
 use crate::decode::Decoder;
 use crate::decode::registry::{RegistryClient, RegistryError};
 use crate::dlq::kafka::KafkaDlqSink;
@@ -58,6 +58,7 @@ pub struct StartOptions {
 
 struct ConsumerSpec {
     config: Arc<Config>,
+    active: Arc<crate::region::Active>,
     deps: Arc<PartitionDeps>,
     status: Arc<StatusBoard>,
     current: Arc<Mutex<Option<ActorRef<ConsumerMsg>>>>,
@@ -82,6 +83,8 @@ impl ChildSpec for ConsumerSpec {
     ) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
         let args = ConsumerArgs {
             config: Arc::clone(&self.config),
+            cluster: self.config.cluster(self.active.side()),
+            start_offsets: self.active.take_start_offsets(),
             deps: Arc::clone(&self.deps),
             status: Arc::clone(&self.status),
         };
@@ -94,6 +97,54 @@ impl ChildSpec for ConsumerSpec {
             Ok(r.get_cell())
         })
     }
+}
+
+struct FailoverSpec {
+    config: Arc<Config>,
+    active: Arc<crate::region::Active>,
+    status: Arc<StatusBoard>,
+    control: Option<Arc<crate::region::control::ControlTable>>,
+    consumer: Arc<Mutex<Option<ActorRef<ConsumerMsg>>>>,
+    pod: String,
+}
+
+impl ChildSpec for FailoverSpec {
+    fn name(&self) -> String {
+        "region-health".into()
+    }
+
+    fn spawn(
+        &self,
+        supervisor: ActorCell,
+    ) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
+        let args = crate::region::failover::FailoverArgs {
+            config: Arc::clone(&self.config),
+            active: Arc::clone(&self.active),
+            status: Arc::clone(&self.status),
+            control: self.control.clone(),
+            consumer: Arc::clone(&self.consumer),
+            pod: self.pod.clone(),
+        };
+        Box::pin(async move {
+            let (r, _) = Actor::spawn_linked(
+                None,
+                crate::region::failover::FailoverActor,
+                args,
+                supervisor,
+            )
+            .await?;
+            Ok(r.get_cell())
+        })
+    }
+}
+
+/// This pod's name in the control record: `$HOSTNAME` (the pod name on Kubernetes) or a
+/// process-unique fallback.
+fn pod_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid-{}-{:08x}", std::process::id(), rand::random::<u32>()))
 }
 
 /// A running relay.
@@ -329,8 +380,39 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     let (tx, escalations) = mpsc::unbounded_channel();
     // The pools first: partition actors write through them as soon as the consumer runs.
     let mut children = pools.specs;
+    let active = Arc::new(crate::region::Active::new(Side::Primary));
+    if config.regions.is_some() {
+        let control = config.failover.control_table.as_ref().map(|t| {
+            Arc::new(crate::region::control::ControlTable::new(
+                ddb_client.clone(),
+                t,
+            ))
+        });
+        // Before the consumer: a pod that starts while the group runs on the secondary must
+        // follow the control record before it consumes anything.
+        if let Some(c) = &control
+            && let Ok(Some(r)) = c.read(&config.kafka.group_id).await
+            && let Some(side) = Side::parse(&r.active_cluster)
+        {
+            tracing::info!(
+                active = side.as_str(),
+                epoch = r.epoch,
+                "control record says where the group runs"
+            );
+            active.set(side, HashMap::new());
+        }
+        children.push(Arc::new(FailoverSpec {
+            config: Arc::clone(&config),
+            active: Arc::clone(&active),
+            status: Arc::clone(&status),
+            control,
+            consumer: Arc::clone(&current),
+            pod: pod_id(),
+        }));
+    }
     children.push(Arc::new(ConsumerSpec {
         config: Arc::clone(&config),
+        active: Arc::clone(&active),
         deps,
         status: Arc::clone(&status),
         current: Arc::clone(&current),

@@ -229,6 +229,10 @@ pub struct StatusBoard {
     phase: Mutex<ConsumerPhase>,
     sinks: Mutex<Vec<(String, Arc<SinkHealth>)>>,
     bootstrap: Mutex<String>,
+    /// The failover controller's view (regions, health, epoch, lag, last switch) for `/status`.
+    region: Mutex<Option<serde_json::Value>>,
+    /// Why the failover controller thinks this pod must not take traffic (control table down).
+    region_problem: Mutex<Option<String>>,
 }
 
 impl Default for StatusBoard {
@@ -240,6 +244,8 @@ impl Default for StatusBoard {
             phase: Mutex::new(ConsumerPhase::Starting),
             sinks: Mutex::new(Vec::new()),
             bootstrap: Mutex::new(String::new()),
+            region: Mutex::new(None),
+            region_problem: Mutex::new(None),
         }
     }
 }
@@ -307,9 +313,25 @@ impl StatusBoard {
         }
     }
 
-    /// Ready: the consumer runs, no sink is misconfigured, no partition is stopped by a poison record.
+    pub fn set_region(&self, v: serde_json::Value) {
+        if let Ok(mut r) = self.region.lock() {
+            *r = Some(v);
+        }
+    }
+
+    pub fn set_region_problem(&self, p: Option<String>) {
+        if let Ok(mut r) = self.region_problem.lock() {
+            *r = p;
+        }
+    }
+
+    /// Ready: the consumer runs, no sink is misconfigured, no partition is stopped by a poison
+    /// record, and the failover controller has no problem (e.g. an unreachable control table).
     pub fn readiness(&self) -> (bool, Vec<String>) {
         let mut why = Vec::new();
+        if let Some(p) = self.region_problem.lock().ok().and_then(|p| p.clone()) {
+            why.push(p);
+        }
         if self.phase() != ConsumerPhase::Running {
             why.push(format!("consumer is {:?}", self.phase()));
         }
@@ -349,6 +371,7 @@ impl StatusBoard {
             "partitions": self.partitions().iter().map(|p| p.to_json()).collect::<Vec<_>>(),
             "sinks": sinks,
             "records": self.outcomes.to_json(),
+            "region": self.region.lock().ok().and_then(|r| r.clone()),
             "memory": { "in_flight_bytes": self.memory.bytes(), "peak_in_flight_bytes": self.memory.peak() },
         })
     }

@@ -196,7 +196,7 @@ async fn link_mirrors_records_offsets_and_group_offsets() {
     let probe = LagProbe::new(
         cluster("primary", primary.bootstrap_servers()),
         cluster("secondary", secondary.bootstrap_servers()),
-        vec![("t".into(), 3)],
+        vec!["t".into()],
         "mirror.",
     )
     .unwrap();

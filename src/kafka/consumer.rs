@@ -23,7 +23,7 @@ use rdkafka::message::{Headers as _, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::config::{Config, KafkaConfig};
+use crate::config::{ClusterConfig, Config, KafkaConfig};
 use crate::partition::{PartitionActor, PartitionArgs, PartitionDeps, PartitionMsg, RecordIn};
 use crate::status::{ConsumerPhase, PartitionState, StatusBoard};
 use crate::supervision::{Decision, RestartBudget};
@@ -66,6 +66,13 @@ struct Shared {
     /// Set for an abort (crash simulation): nothing more is committed.
     aborted: AtomicBool,
     reset: String,
+    /// Topic names on this cluster are `topic_prefix + <source topic>` (mirror topics).
+    topic_prefix: String,
+    /// Where to start partitions that have no usable committed offset on this cluster (after a
+    /// failover: the checkpoint or a timestamp lookup). Taken on assign.
+    start_offsets: Mutex<HashMap<Tp, i64>>,
+    /// When each kind of client error was last logged (rate limit).
+    error_logged: Mutex<HashMap<&'static str, Instant>>,
 }
 
 impl Shared {
@@ -201,9 +208,24 @@ impl ClientContext for RelayContext {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&error))
-            .increment(1);
-        tracing::warn!(%error, reason, "kafka client error");
+        // A dead cluster reports the same errors many times a second: warn once per kind per
+        // 10 s (the poll path counts them in cdc_relay_consumer_errors_total).
+        let kind = error_kind(&error);
+        let due = self.shared.error_logged.lock().is_ok_and(|mut m| {
+            let now = Instant::now();
+            match m.get(kind) {
+                Some(t) if now.duration_since(*t) < Duration::from_secs(10) => false,
+                _ => {
+                    m.insert(kind, now);
+                    true
+                }
+            }
+        });
+        if due {
+            tracing::warn!(%error, reason, "kafka client error (repeats of this kind are suppressed for 10 s)");
+        } else {
+            tracing::debug!(%error, reason, "kafka client error");
+        }
     }
 }
 
@@ -250,7 +272,13 @@ impl ConsumerContext for RelayContext {
                     if sh.slot(&tp).is_some() {
                         continue;
                     }
-                    if let Some(slot) = sh.spawn_partition(&tp.0, tp.1, None) {
+                    if let Some(mut slot) = sh.spawn_partition(&tp.0, tp.1, None) {
+                        if let Some(o) =
+                            sh.start_offsets.lock().ok().and_then(|mut m| m.remove(&tp))
+                        {
+                            // Not dispatched until the seek succeeded (see `dispatch`).
+                            slot.seek_to = Some(Offset::Offset(o));
+                        }
                         sh.status.insert_partition(Arc::clone(&slot.state));
                         if let Ok(mut s) = sh.slots.lock() {
                             s.insert(tp, slot);
@@ -311,22 +339,25 @@ enum Cmd {
     },
 }
 
-fn client_config(k: &KafkaConfig, memory_budget: usize) -> ClientConfig {
+fn client_config(k: &KafkaConfig, cluster: &ClusterConfig, memory_budget: usize) -> ClientConfig {
     let mut c = ClientConfig::new();
-    for (key, v) in &k.properties {
+    for (key, v) in &cluster.properties {
         c.set(key, v);
     }
-    c.set("bootstrap.servers", &k.bootstrap_servers)
+    c.set("bootstrap.servers", &cluster.bootstrap_servers)
         .set("group.id", &k.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &k.auto_offset_reset)
         .set("partition.assignment.strategy", "cooperative-sticky");
-    if !k.properties.contains_key("statistics.interval.ms") {
+    if !cluster.properties.contains_key("statistics.interval.ms") {
         c.set("statistics.interval.ms", "2000");
     }
     // librdkafka's prefetch queue is memory too: a quarter of the budget (its default is 64 MiB).
-    if !k.properties.contains_key("queued.max.messages.kbytes") {
+    if !cluster
+        .properties
+        .contains_key("queued.max.messages.kbytes")
+    {
         let kb = (memory_budget / 4 / 1024).clamp(1024, 65536);
         c.set("queued.max.messages.kbytes", kb.to_string());
     }
@@ -376,7 +407,7 @@ impl PollLoop {
                 Some(Err(e)) => {
                     metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&e))
                         .increment(1);
-                    tracing::warn!(error = %e, "consumer poll error");
+                    tracing::debug!(error = %e, "consumer poll error");
                 }
                 None => {}
             }
@@ -412,7 +443,12 @@ impl PollLoop {
             .unwrap_or_default();
         let bytes = RecordIn::accounted_bytes(m.key(), m.payload(), &headers);
         let rec = RecordIn {
-            topic: tp.0.clone(),
+            // Routes, `_src`, events and the DLQ use the source topic name in every region.
+            topic: tp
+                .0
+                .strip_prefix(self.shared.topic_prefix.as_str())
+                .unwrap_or(&tp.0)
+                .to_string(),
             partition: tp.1,
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
@@ -628,9 +664,17 @@ impl PollLoop {
         sh.stop_actors(&slots);
         if graceful {
             self.consumer.unsubscribe();
+            // Dropping the consumer closes it (leaves the group).
+            drop(self.consumer);
+        } else {
+            // Abandoned (abort, or a switch away from a dead cluster): closing may wait for an
+            // unreachable coordinator for a session timeout, so it happens in the background;
+            // nothing more is committed (`aborted`).
+            let consumer = self.consumer;
+            let _ = std::thread::Builder::new()
+                .name("kafka-close".into())
+                .spawn(move || drop(consumer));
         }
-        // Dropping the consumer closes it (leaves the group).
-        drop(self.consumer);
         sh.status.set_phase(ConsumerPhase::Stopped);
         tracing::info!(graceful, "consumer stopped");
     }
@@ -650,6 +694,11 @@ pub enum ConsumerMsg {
 
 pub struct ConsumerArgs {
     pub config: Arc<Config>,
+    /// The cluster to consume (the active region).
+    pub cluster: ClusterConfig,
+    /// Start positions for partitions without a usable committed offset (by topic name on
+    /// this cluster).
+    pub start_offsets: HashMap<Tp, i64>,
     pub deps: Arc<PartitionDeps>,
     pub status: Arc<StatusBoard>,
 }
@@ -718,19 +767,30 @@ impl Actor for ConsumerActor {
             closing: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             reset: k.auto_offset_reset.clone(),
+            topic_prefix: args.cluster.topic_prefix.clone(),
+            start_offsets: Mutex::new(args.start_offsets),
+            error_logged: Mutex::new(HashMap::new()),
         });
         let rt = &args.config.runtime;
-        let consumer: BaseConsumer<RelayContext> = client_config(k, rt.memory_budget_bytes)
-            .create_with_context(RelayContext {
-                shared: Arc::clone(&shared),
-            })
-            .map_err(ConsumerError::Create)?;
+        let consumer: BaseConsumer<RelayContext> =
+            client_config(k, &args.cluster, rt.memory_budget_bytes)
+                .create_with_context(RelayContext {
+                    shared: Arc::clone(&shared),
+                })
+                .map_err(ConsumerError::Create)?;
         match &k.topic_pattern {
             Some(p) => consumer.subscribe(&[p.as_str()]),
-            None => consumer.subscribe(&k.topics.iter().map(String::as_str).collect::<Vec<_>>()),
+            None => {
+                let topics: Vec<String> = k
+                    .topics
+                    .iter()
+                    .map(|t| format!("{}{t}", args.cluster.topic_prefix))
+                    .collect();
+                consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+            }
         }
         .map_err(ConsumerError::Subscribe)?;
-        args.status.set_bootstrap(&k.bootstrap_servers);
+        args.status.set_bootstrap(&args.cluster.bootstrap_servers);
         let (tx, rx) = std_mpsc::channel();
         let poll = PollLoop {
             consumer,
@@ -748,7 +808,7 @@ impl Actor for ConsumerActor {
             .name("kafka-poll".into())
             .spawn(move || poll.run())
             .map_err(|e| ConsumerError::Thread(e.to_string()))?;
-        tracing::info!(bootstrap = %k.bootstrap_servers, group = %k.group_id, "consumer started");
+        tracing::info!(cluster = %args.cluster.name, bootstrap = %args.cluster.bootstrap_servers, group = %k.group_id, "consumer started");
         Ok(ConsumerState {
             shared,
             cmds: tx,

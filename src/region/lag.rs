@@ -89,8 +89,8 @@ pub struct LagProbe {
     secondary: Cluster,
     primary_client: BaseConsumer,
     secondary_client: BaseConsumer,
-    /// Source topic → partitions.
-    topics: Vec<(String, i32)>,
+    /// Source topics; their partition counts are read from the primary's metadata.
+    topics: Vec<String>,
     mirror_prefix: String,
 }
 
@@ -98,7 +98,7 @@ impl LagProbe {
     pub fn new(
         primary: Cluster,
         secondary: Cluster,
-        topics: Vec<(String, i32)>,
+        topics: Vec<String>,
         mirror_prefix: &str,
     ) -> Result<LagProbe, ProbeError> {
         Ok(LagProbe {
@@ -125,9 +125,16 @@ impl LagProbe {
     pub fn measure(&self, timeout: Duration, now_ms: i64) -> Result<Vec<PartitionLag>, ProbeError> {
         let mut out = Vec::new();
         let mut to_read = TopicPartitionList::new();
-        for (t, n) in &self.topics {
+        for t in &self.topics {
             let mirror = format!("{}{t}", self.mirror_prefix);
-            for p in 0..*n {
+            let n = self
+                .primary_client
+                .fetch_metadata(Some(t), timeout)
+                .map_err(|e| self.primary.err(e))?
+                .topics()
+                .first()
+                .map_or(0, |m| m.partitions().len() as i32);
+            for p in 0..n {
                 let (_, ph) = self
                     .primary_client
                     .fetch_watermarks(t, p, timeout)

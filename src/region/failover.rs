@@ -1,0 +1,525 @@
+//! The region-health actor (DESIGN §2, §6): every `probe_interval` it probes both clusters
+//! (metadata within `probe_timeout`, watermarks of every mirrored partition), feeds the health
+//! state machines, exports link lag and region metrics, follows the shared decision in the control
+//! table, proposes a switch when the primary is down (`mode = automatic`), writes offset
+//! checkpoints, and carries out switches: stop the consumer without committing to the dead
+//! cluster, resolve each partition's start offset on the target (synced group offsets, else the
+//! checkpoint, else a timestamp lookup), and restart the consumer against the target.
+//!
+//! It must not process records or commit offsets; the consumer does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use super::Active;
+use super::control::{ControlRecord, ControlTable, Switch};
+use super::health::{Health, HealthConfig, HealthMachine};
+use super::lag::{Cluster, LagProbe, PartitionLag};
+use crate::config::{ClusterConfig, Config, FailoverMode, Side};
+use crate::kafka::consumer::ConsumerMsg;
+use crate::status::StatusBoard;
+use crate::supervision::SupervisorMsg;
+
+/// What one probe round found (measured off the async runtime).
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub primary_up: bool,
+    pub secondary_up: bool,
+    pub lags: Vec<PartitionLag>,
+}
+
+pub enum FailoverMsg {
+    Tick,
+    Probed(ProbeResult),
+}
+
+pub struct FailoverArgs {
+    pub config: Arc<Config>,
+    pub active: Arc<Active>,
+    pub status: Arc<StatusBoard>,
+    pub control: Option<Arc<ControlTable>>,
+    /// The running consumer actor (to stop it for a switch).
+    pub consumer: Arc<std::sync::Mutex<Option<ActorRef<ConsumerMsg>>>>,
+    /// This pod's identity in the control record.
+    pub pod: String,
+}
+
+/// A switch in progress or done, for `/status` and the duration metric.
+#[derive(Debug, Clone, serde::Serialize)]
+struct SwitchInfo {
+    from: Side,
+    to: Side,
+    epoch: u64,
+    reason: String,
+    offset_sources: BTreeMap<String, usize>,
+    /// Seconds from the first failed probe (or the switch request) to the first record completed
+    /// on the new cluster.
+    duration_seconds: Option<f64>,
+    #[serde(skip)]
+    started: Instant,
+    #[serde(skip)]
+    completed_before: u64,
+}
+
+pub struct FailoverState {
+    args: FailoverArgs,
+    probe: Option<Arc<LagProbe>>,
+    probing: bool,
+    primary: HealthMachine,
+    secondary: HealthMachine,
+    /// The highest control-record epoch seen; decisions older than it are ignored.
+    epoch: u64,
+    /// Since when the primary's probes fail (for the failover duration).
+    failing_since: Option<Instant>,
+    last_checkpoint: Instant,
+    /// Last committed offset and last record timestamp per `topic/partition` (source names).
+    progress: BTreeMap<String, i64>,
+    lags: Vec<PartitionLag>,
+    last_switch: Option<SwitchInfo>,
+}
+
+pub struct FailoverActor;
+
+fn cluster(c: &ClusterConfig) -> Cluster {
+    Cluster {
+        name: c.name.clone(),
+        bootstrap_servers: c.bootstrap_servers.clone(),
+        properties: c.properties.clone(),
+    }
+}
+
+fn completed(status: &StatusBoard) -> u64 {
+    let o = &status.outcomes;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    g(&o.written) + g(&o.stale) + g(&o.skipped) + g(&o.dead_lettered)
+}
+
+impl FailoverState {
+    fn cfg(&self) -> &Config {
+        &self.args.config
+    }
+
+    fn publish(&self) {
+        let active = self.args.active.side();
+        let c = self.cfg();
+        let (p, s) = (c.cluster(Side::Primary), c.cluster(Side::Secondary));
+        for (side, cl, h) in [
+            (Side::Primary, &p, self.primary.state()),
+            (Side::Secondary, &s, self.secondary.state()),
+        ] {
+            metrics::gauge!("cdc_relay_region_up", "region" => cl.name.clone()).set(if h.is_up() {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("cdc_relay_region_active", "region" => cl.name.clone())
+                .set(if side == active { 1.0 } else { 0.0 });
+        }
+        for l in &self.lags {
+            let labels = [
+                ("topic", l.topic.clone()),
+                ("partition", l.partition.to_string()),
+            ];
+            metrics::gauge!("cdc_relay_link_lag_messages", &labels).set(l.messages as f64);
+            metrics::gauge!("cdc_relay_link_lag_seconds", &labels).set(l.seconds);
+        }
+        self.args.status.set_region(serde_json::json!({
+            "active": active,
+            "active_region": c.cluster(active).name,
+            "epoch": self.epoch,
+            "mode": c.failover.mode,
+            "primary": {"region": p.name, "health": self.primary.state().as_str()},
+            "secondary": {"region": s.name, "health": self.secondary.state().as_str()},
+            "link_lag": self.lags,
+            "last_switch": self.last_switch,
+        }));
+    }
+
+    /// Committed offsets of the active cluster's partitions, by source `topic/partition`.
+    fn collect_progress(&mut self) {
+        let prefix = self.cfg().cluster(self.args.active.side()).topic_prefix;
+        for p in self.args.status.partitions() {
+            if let Some(c) = p.committed() {
+                let topic = p.topic.strip_prefix(prefix.as_str()).unwrap_or(&p.topic);
+                self.progress.insert(format!("{topic}/{}", p.partition), c);
+            }
+        }
+    }
+
+    async fn on_probe(&mut self, myself: &ActorRef<FailoverMsg>, r: ProbeResult) {
+        let now = Instant::now();
+        self.probing = false;
+        if !r.primary_up && self.failing_since.is_none() {
+            self.failing_since = Some(now);
+        } else if r.primary_up && matches!(self.primary.state(), Health::Healthy) {
+            self.failing_since = None;
+        }
+        for (m, up, name) in [
+            (&mut self.primary, r.primary_up, "primary"),
+            (&mut self.secondary, r.secondary_up, "secondary"),
+        ] {
+            if let Some(h) = m.observe(up, now) {
+                tracing::warn!(
+                    cluster = name,
+                    health = h.as_str(),
+                    "cluster health changed"
+                );
+            }
+        }
+        if !r.lags.is_empty() {
+            self.lags = r.lags;
+        }
+        self.collect_progress();
+        self.measure_switch();
+        self.follow_and_decide(myself).await;
+        self.checkpoint().await;
+        self.publish();
+    }
+
+    /// Completes the duration of the last switch once the new cluster produced a result.
+    fn measure_switch(&mut self) {
+        let done = completed(&self.args.status);
+        if let Some(sw) = &mut self.last_switch
+            && sw.duration_seconds.is_none()
+            && done > sw.completed_before
+        {
+            let d = sw.started.elapsed().as_secs_f64();
+            sw.duration_seconds = Some(d);
+            metrics::gauge!("cdc_relay_failover_duration_seconds").set(d);
+            tracing::warn!(
+                seconds = d,
+                to = sw.to.as_str(),
+                "failover complete: first record done on the new cluster"
+            );
+        }
+    }
+
+    async fn follow_and_decide(&mut self, myself: &ActorRef<FailoverMsg>) {
+        let active = self.args.active.side();
+        let group = self.cfg().kafka.group_id.clone();
+        let automatic = self.cfg().failover.mode == FailoverMode::Automatic;
+        let primary_down = matches!(self.primary.state(), Health::Down { .. });
+        let want = if automatic
+            && primary_down
+            && active == Side::Primary
+            && self.secondary.state().is_up()
+        {
+            Some(Side::Secondary)
+        } else {
+            None
+        };
+        let Some(control) = self.args.control.clone() else {
+            self.args.status.set_region_problem(None);
+            if let Some(to) = want
+                && self.cfg().failover.allow_local_decision
+            {
+                self.epoch += 1;
+                self.switch(myself, to, "primary down (local decision)".into())
+                    .await;
+            }
+            return;
+        };
+        let record = match control
+            .read_or_init(&group, Side::Primary.as_str(), &self.args.pod)
+            .await
+        {
+            Ok(r) => {
+                self.args.status.set_region_problem(None);
+                r
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control table unreachable; staying on the current cluster");
+                self.args
+                    .status
+                    .set_region_problem(Some(format!("control table unreachable: {e}")));
+                if let Some(to) = want
+                    && self.cfg().failover.allow_local_decision
+                {
+                    self.switch(
+                        myself,
+                        to,
+                        "primary down (local decision, control table unreachable)".into(),
+                    )
+                    .await;
+                }
+                return;
+            }
+        };
+        self.follow(myself, &record).await;
+        if let Some(to) = want
+            && self.args.active.side() == Side::Primary
+        {
+            let reason = "primary down".to_string();
+            match control
+                .switch(&group, record.epoch, to.as_str(), &self.args.pod, &reason)
+                .await
+            {
+                Ok(Switch::Won(r)) => {
+                    tracing::warn!(
+                        epoch = r.epoch,
+                        to = to.as_str(),
+                        "this pod decided the failover"
+                    );
+                    self.follow(myself, &r).await;
+                }
+                Ok(Switch::Lost(r)) => self.follow(myself, &r).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot propose the failover; retrying next probe")
+                }
+            }
+        }
+    }
+
+    /// Acts on a control record newer than what this pod has seen.
+    async fn follow(&mut self, myself: &ActorRef<FailoverMsg>, r: &ControlRecord) {
+        if r.epoch < self.epoch {
+            return;
+        }
+        self.epoch = r.epoch;
+        for (k, v) in &r.checkpoint {
+            self.progress.entry(k.clone()).or_insert(*v);
+        }
+        let Some(to) = Side::parse(&r.active_cluster) else {
+            return;
+        };
+        if to != self.args.active.side() {
+            let reason = format!("epoch {} by {}: {}", r.epoch, r.decided_by, r.reason);
+            self.switch(myself, to, reason).await;
+        }
+    }
+
+    async fn checkpoint(&mut self) {
+        let Some(control) = self.args.control.clone() else {
+            return;
+        };
+        if self.last_checkpoint.elapsed() < self.cfg().failover.checkpoint_interval
+            || self.progress.is_empty()
+        {
+            return;
+        }
+        self.last_checkpoint = Instant::now();
+        let group = self.cfg().kafka.group_id.clone();
+        if let Err(e) = control.checkpoint(&group, self.epoch, &self.progress).await {
+            tracing::debug!(error = %e, "checkpoint not written");
+        }
+    }
+
+    /// Stops the consumer (no commit to the cluster being left), resolves start offsets on the
+    /// target and restarts the consumer there.
+    async fn switch(&mut self, myself: &ActorRef<FailoverMsg>, to: Side, reason: String) {
+        let from = self.args.active.side();
+        let started = self.failing_since.unwrap_or_else(Instant::now);
+        tracing::warn!(from = from.as_str(), to = to.as_str(), %reason, "switching clusters");
+        let consumer = self.args.consumer.lock().ok().and_then(|c| c.clone());
+        if let Some(c) = consumer {
+            let _ = c.cast(ConsumerMsg::Abort);
+            let until = Instant::now() + Duration::from_secs(30);
+            while matches!(
+                c.get_status(),
+                ractor::ActorStatus::Running
+                    | ractor::ActorStatus::Starting
+                    | ractor::ActorStatus::Upgrading
+            ) && Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let target = self.cfg().cluster(to);
+        let config = Arc::clone(&self.args.config);
+        let progress = self.progress.clone();
+        let resolved =
+            tokio::task::spawn_blocking(move || resolve_start(&config, &target, &progress))
+                .await
+                .unwrap_or_default();
+        let mut sources = BTreeMap::new();
+        let mut starts = HashMap::new();
+        for StartOffset { tp, source, offset } in resolved {
+            *sources.entry(source.to_string()).or_insert(0) += 1;
+            metrics::counter!("cdc_relay_failover_offset_source_total", "source" => source)
+                .increment(1);
+            tracing::info!(topic = %tp.0, partition = tp.1, source, offset = ?offset, "start offset on the target cluster");
+            if let Some(o) = offset {
+                starts.insert(tp, o);
+            }
+        }
+        self.args.active.set(to, starts);
+        metrics::counter!("cdc_relay_failovers_total", "to" => to.as_str()).increment(1);
+        self.last_switch = Some(SwitchInfo {
+            from,
+            to,
+            epoch: self.epoch,
+            reason,
+            offset_sources: sources,
+            duration_seconds: None,
+            started,
+            completed_before: completed(&self.args.status),
+        });
+        if let Some(sup) = myself.try_get_supervisor() {
+            let _ = sup.send_message(SupervisorMsg::Restart("consumer".into()));
+        }
+        self.publish();
+    }
+}
+
+/// Where one partition starts on the target cluster, and why.
+struct StartOffset {
+    /// `(topic on the target, partition)`.
+    tp: (String, i32),
+    /// `group` (synced group offsets), `checkpoint` or `reset` (`auto_offset_reset`).
+    source: &'static str,
+    /// `None`: the group's committed offset there (or the reset policy) is used.
+    offset: Option<i64>,
+}
+
+/// For each partition of the configured topics on `target`: where to start, and why.
+fn resolve_start(
+    config: &Config,
+    target: &ClusterConfig,
+    progress: &BTreeMap<String, i64>,
+) -> Vec<StartOffset> {
+    let mut out = Vec::new();
+    let mut c = ClientConfig::new();
+    for (k, v) in &target.properties {
+        if !k.starts_with("session.") && !k.starts_with("heartbeat.") {
+            c.set(k, v);
+        }
+    }
+    let Ok(client) = c
+        .set("bootstrap.servers", &target.bootstrap_servers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .create::<BaseConsumer>()
+    else {
+        return out;
+    };
+    let timeout = Duration::from_secs(5);
+    for t in &config.kafka.topics {
+        let name = format!("{}{t}", target.topic_prefix);
+        let partitions = client
+            .fetch_metadata(Some(&name), timeout)
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            .unwrap_or(0);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&name, p as i32);
+        }
+        let committed = client.committed_offsets(tpl, timeout).ok();
+        for p in 0..partitions as i32 {
+            // Never start beyond what the target has: records the link had not mirrored are
+            // gone with the old cluster (the RPO), and an out-of-range offset would reset.
+            let high = client
+                .fetch_watermarks(&name, p, timeout)
+                .map(|(_, h)| h)
+                .unwrap_or(i64::MAX);
+            let cp = progress.get(&format!("{t}/{p}")).map(|c| (*c).min(high));
+            let group = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&name, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let (source, offset) = match (group, cp) {
+                (Some(g), Some(cp)) if cp > g => ("checkpoint", Some(cp)),
+                (Some(_), _) => ("group", None),
+                (None, Some(cp)) => ("checkpoint", Some(cp)),
+                (None, None) => ("reset", None),
+            };
+            out.push(StartOffset {
+                tp: (name.clone(), p),
+                source,
+                offset,
+            });
+        }
+    }
+    out
+}
+
+impl Actor for FailoverActor {
+    type Msg = FailoverMsg;
+    type State = FailoverState;
+    type Arguments = FailoverArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FailoverMsg>,
+        args: FailoverArgs,
+    ) -> Result<FailoverState, ActorProcessingErr> {
+        let c = &args.config;
+        let hc = HealthConfig {
+            unhealthy_after: c.failover.unhealthy_after,
+            recovered_after: c.failover.unhealthy_after,
+        };
+        let (p, s) = (c.cluster(Side::Primary), c.cluster(Side::Secondary));
+        let probe = LagProbe::new(
+            cluster(&p),
+            cluster(&s),
+            c.kafka.topics.clone(),
+            &s.topic_prefix,
+        )
+        .map(Arc::new)
+        .map_err(|e| format!("cannot create the cluster probes: {e}"))?;
+        myself.send_interval(c.failover.probe_interval, || FailoverMsg::Tick);
+        Ok(FailoverState {
+            args,
+            probe: Some(probe),
+            probing: false,
+            primary: HealthMachine::new(hc),
+            secondary: HealthMachine::new(hc),
+            epoch: 0,
+            failing_since: None,
+            last_checkpoint: Instant::now(),
+            progress: BTreeMap::new(),
+            lags: Vec::new(),
+            last_switch: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<FailoverMsg>,
+        msg: FailoverMsg,
+        state: &mut FailoverState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FailoverMsg::Tick => {
+                if state.probing {
+                    return Ok(());
+                }
+                let Some(probe) = state.probe.clone() else {
+                    return Ok(());
+                };
+                state.probing = true;
+                let timeout = state.cfg().failover.probe_timeout;
+                let me = myself.clone();
+                tokio::task::spawn_blocking(move || {
+                    let primary_up = probe.primary_up(timeout);
+                    let secondary_up = probe.secondary_up(timeout);
+                    let lags = if primary_up && secondary_up {
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+                        probe.measure(timeout, now_ms).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    let _ = me.cast(FailoverMsg::Probed(ProbeResult {
+                        primary_up,
+                        secondary_up,
+                        lags,
+                    }));
+                });
+            }
+            FailoverMsg::Probed(r) => state.on_probe(&myself, r).await,
+        }
+        Ok(())
+    }
+}

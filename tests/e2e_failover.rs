@@ -1,0 +1,180 @@
+//! Multi-region failover (issue #4 acceptance a): a steady stream, then every primary broker
+//! down. The relay switches to the mirror topics on the secondary cluster (cluster-link emulator
+//! in between, shared decision in a DynamoDB control table), the time from the kill to the first
+//! record completed from the secondary is measured and asserted, and the final state is exact.
+//!
+//! `CDC_RELAY_FAILOVER_SLACK_SECS` adds CI slack to the 10 s bound (default 0).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cdc_relay::config::{EnvelopeKind, FailoverConfig, RegionConfig, RegionsConfig};
+use cdc_relay::lab::kafka::MockKafka;
+use cdc_relay::lab::link::{ClusterLink, LinkOptions};
+use cdc_relay::relay::{self, StartOptions};
+use common::{Env, PARTITIONS, Plan};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const PREFIX: &str = "primary.";
+
+fn watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<Option<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    (0..PARTITIONS)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+fn completed(relay: &cdc_relay::relay::RelayHandle) -> u64 {
+    ["written", "stale", "skipped", "dead_lettered"]
+        .iter()
+        .map(|k| common::count(relay, k))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_primary_death_fails_over_within_10s_exactly() {
+    let env = Env::start().await;
+    let mut s = env
+        .scenario(Plan::new("fa", EnvelopeKind::Qlik, 300, 6_000, 71))
+        .await;
+    let secondary = MockKafka::start(3).unwrap();
+    let mirror = format!("{PREFIX}{}", s.topic);
+    secondary.create_topic(&mirror, PARTITIONS).unwrap();
+    let _link = ClusterLink::start(
+        &env.bootstrap(),
+        secondary.bootstrap_servers(),
+        LinkOptions {
+            topics: vec![(s.topic.clone(), PARTITIONS)],
+            mirror_prefix: PREFIX.into(),
+            groups: vec![s.group.clone()],
+            sync_interval: Duration::from_millis(500),
+        },
+    )
+    .unwrap();
+    cdc_relay::lab::create_table(&env.ddb, "control-fa", "group")
+        .await
+        .unwrap();
+    s.cfg.kafka.bootstrap_servers = String::new();
+    s.cfg.regions = Some(RegionsConfig {
+        primary: RegionConfig {
+            name: "us-west-2".into(),
+            bootstrap_servers: env.bootstrap(),
+            properties: Default::default(),
+            topic_prefix: String::new(),
+        },
+        secondary: RegionConfig {
+            name: "us-east-1".into(),
+            bootstrap_servers: secondary.bootstrap_servers().to_string(),
+            properties: Default::default(),
+            topic_prefix: PREFIX.into(),
+        },
+    });
+    s.cfg.failover = FailoverConfig {
+        probe_interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(500),
+        unhealthy_after: Duration::from_secs(2),
+        control_table: Some("control-fa".into()),
+        checkpoint_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    assert!(s.cfg.validate().is_empty(), "{:?}", s.cfg.validate());
+
+    let relay = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_progress(&s, 1_500).await;
+    // Everything is mirrored before the primary dies (the RPO case is a separate test).
+    let ends = watermarks(&env.bootstrap(), &s.topic);
+    let until = Instant::now() + Duration::from_secs(30);
+    while watermarks(secondary.bootstrap_servers(), &mirror) != ends {
+        assert!(Instant::now() < until, "link did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    env.lab.kafka.broker_down(-1).unwrap();
+    let killed = Instant::now();
+    let mut at_switch = None;
+    let first_write = loop {
+        let st = relay.status().to_json();
+        if st["region"]["active"] == "secondary" {
+            let c = completed(&relay);
+            match at_switch {
+                None => at_switch = Some(c),
+                Some(c0) if c > c0 => break killed.elapsed(),
+                _ => {}
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no failover: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let slack: u64 = std::env::var("CDC_RELAY_FAILOVER_SLACK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    eprintln!("failover: primary killed → first record done from the secondary in {first_write:?}");
+    assert!(
+        first_write < Duration::from_secs(10 + slack),
+        "failover took {first_write:?}"
+    );
+
+    // The secondary finishes the stream; DynamoDB is exact.
+    let until = Instant::now() + Duration::from_secs(180);
+    loop {
+        let c = committed(secondary.bootstrap_servers(), &s.group, &mirror);
+        if c.iter().zip(&ends).all(|(c, e)| *c == Some(*e)) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "secondary did not finish: {c:?} vs {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    env.assert_exact(&s).await;
+    let st = relay.status().to_json();
+    assert_eq!(st["region"]["epoch"], 1, "{st}");
+    assert_eq!(st["region"]["active_region"], "us-east-1");
+    let sources = &st["region"]["last_switch"]["offset_sources"];
+    eprintln!(
+        "failover: offset sources {sources}, status {}",
+        st["region"]
+    );
+    let metrics = common::metrics(&relay).await;
+    assert!(
+        metrics.contains(r#"cdc_relay_region_active{region="us-east-1"} 1"#),
+        "{metrics}"
+    );
+    relay.abort().await;
+}
