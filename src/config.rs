@@ -109,6 +109,14 @@ pub struct FailoverConfig {
     /// exist: `offsets_for_times(last processed timestamp − offset_margin)`.
     #[serde(with = "humantime_serde")]
     pub offset_margin: Duration,
+    /// Planned failover/failback: how long to wait for the target to hold every committed
+    /// record before switching anyway.
+    #[serde(with = "humantime_serde")]
+    pub planned_timeout: Duration,
+    /// Environment variable holding the admin token for `POST /admin/failover|failback`.
+    pub admin_token_env: String,
+    /// Or a file holding it (e.g. a mounted Kubernetes secret); it wins over the variable.
+    pub admin_token_file: Option<String>,
 }
 
 impl Default for FailoverConfig {
@@ -122,6 +130,9 @@ impl Default for FailoverConfig {
             allow_local_decision: false,
             checkpoint_interval: Duration::from_secs(5),
             offset_margin: Duration::from_secs(60),
+            planned_timeout: Duration::from_secs(60),
+            admin_token_env: "CDC_RELAY_ADMIN_TOKEN".into(),
+            admin_token_file: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum RelayError {
     DlqQueue { name: String, error: String },
     #[error("cannot create the Kafka DLQ producer: {0}")]
     DlqProducer(String),
+    #[error("cannot read the admin token file {path}: {error}")]
+    AdminToken { path: String, error: String },
     #[error("cannot bind the admin server on {listen}: {source}")]
     Admin {
         listen: String,
@@ -100,6 +102,7 @@ impl ChildSpec for ConsumerSpec {
 }
 
 struct FailoverSpec {
+    current: Arc<Mutex<Option<ActorRef<crate::region::failover::FailoverMsg>>>>,
     config: Arc<Config>,
     active: Arc<crate::region::Active>,
     status: Arc<StatusBoard>,
@@ -125,6 +128,7 @@ impl ChildSpec for FailoverSpec {
             consumer: Arc::clone(&self.consumer),
             pod: self.pod.clone(),
         };
+        let current = Arc::clone(&self.current);
         Box::pin(async move {
             let (r, _) = Actor::spawn_linked(
                 None,
@@ -133,9 +137,27 @@ impl ChildSpec for FailoverSpec {
                 supervisor,
             )
             .await?;
+            if let Ok(mut c) = current.lock() {
+                *c = Some(r.clone());
+            }
             Ok(r.get_cell())
         })
     }
+}
+
+/// The admin token: `failover.admin_token_file` if set, else the `failover.admin_token_env`
+/// variable. Never logged.
+fn admin_token(config: &Config) -> Result<Option<String>, RelayError> {
+    if let Some(path) = &config.failover.admin_token_file {
+        let t = std::fs::read_to_string(path).map_err(|e| RelayError::AdminToken {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        return Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()));
+    }
+    Ok(std::env::var(&config.failover.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty()))
 }
 
 /// This pod's name in the control record: `$HOSTNAME` (the pod name on Kubernetes) or a
@@ -359,6 +381,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         max_item_bytes: config.dynamodb.max_item_bytes,
         status: Arc::clone(&status),
     });
+    let failover_ref = Arc::new(Mutex::new(None));
     let admin_cancel = CancellationToken::new();
     let admin_addr = if opts.no_admin {
         None
@@ -366,7 +389,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         Some(
             crate::admin::serve(
                 &config.admin.listen,
-                Arc::clone(&status),
+                crate::admin::AdminState {
+                    status: Arc::clone(&status),
+                    failover: Arc::clone(&failover_ref),
+                    token: admin_token(&config)?.map(Arc::from),
+                },
                 admin_cancel.clone(),
             )
             .await
@@ -402,6 +429,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
             active.set(side, HashMap::new());
         }
         children.push(Arc::new(FailoverSpec {
+            current: Arc::clone(&failover_ref),
             config: Arc::clone(&config),
             active: Arc::clone(&active),
             status: Arc::clone(&status),

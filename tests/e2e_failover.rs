@@ -60,16 +60,25 @@ fn completed(relay: &cdc_relay::relay::RelayHandle) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn e2e_primary_death_fails_over_within_10s_exactly() {
+struct Regions {
+    env: Env,
+    s: common::Scenario,
+    secondary: MockKafka,
+    mirror: String,
+    _link: ClusterLink,
+}
+
+/// A scenario on the primary (the lab's cluster), a secondary cluster with the mirror topic, the
+/// link between them, a control table, and the relay config for both regions.
+async fn regions(name: &'static str, seed: u64) -> Regions {
     let env = Env::start().await;
     let mut s = env
-        .scenario(Plan::new("fa", EnvelopeKind::Qlik, 300, 6_000, 71))
+        .scenario(Plan::new(name, EnvelopeKind::Qlik, 300, 6_000, seed))
         .await;
     let secondary = MockKafka::start(3).unwrap();
     let mirror = format!("{PREFIX}{}", s.topic);
     secondary.create_topic(&mirror, PARTITIONS).unwrap();
-    let _link = ClusterLink::start(
+    let link = ClusterLink::start(
         &env.bootstrap(),
         secondary.bootstrap_servers(),
         LinkOptions {
@@ -80,7 +89,7 @@ async fn e2e_primary_death_fails_over_within_10s_exactly() {
         },
     )
     .unwrap();
-    cdc_relay::lab::create_table(&env.ddb, "control-fa", "group")
+    cdc_relay::lab::create_table(&env.ddb, &format!("control-{name}"), "group")
         .await
         .unwrap();
     s.cfg.kafka.bootstrap_servers = String::new();
@@ -102,12 +111,30 @@ async fn e2e_primary_death_fails_over_within_10s_exactly() {
         probe_interval: Duration::from_millis(500),
         probe_timeout: Duration::from_millis(500),
         unhealthy_after: Duration::from_secs(2),
-        control_table: Some("control-fa".into()),
+        control_table: Some(format!("control-{name}")),
         checkpoint_interval: Duration::from_secs(1),
         ..Default::default()
     };
     assert!(s.cfg.validate().is_empty(), "{:?}", s.cfg.validate());
 
+    Regions {
+        env,
+        s,
+        secondary,
+        mirror,
+        _link: link,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_primary_death_fails_over_within_10s_exactly() {
+    let Regions {
+        env,
+        s,
+        secondary,
+        mirror,
+        _link,
+    } = regions("fa", 71).await;
     let relay = relay::start(s.cfg.clone(), StartOptions::default())
         .await
         .unwrap();
@@ -177,4 +204,93 @@ async fn e2e_primary_death_fails_over_within_10s_exactly() {
         "{metrics}"
     );
     relay.abort().await;
+}
+
+async fn post(
+    relay: &cdc_relay::relay::RelayHandle,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let addr = relay.admin_addr().unwrap();
+    let mut req = reqwest::Client::new().post(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// (d) Planned failover under load and planned failback: drained and committed on one side,
+/// started at exactly those offsets on the other, so no record is processed twice; (f) the
+/// admin endpoints refuse a missing or wrong token and never echo it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_planned_failover_and_failback_replay_nothing() {
+    let Regions {
+        env,
+        mut s,
+        secondary,
+        mirror,
+        _link,
+    } = regions("fp", 72).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cr3t-token-for-tests";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    s.cfg.failover.admin_token_file = Some(token_file.display().to_string());
+    let relay = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_progress(&s, 1_000).await;
+
+    // (f) No token, a wrong token: 401, and the token never appears in a response.
+    for bad in [None, Some("wrong"), Some("s3cr3t-token-for-test")] {
+        let (code, body) = post(&relay, "/admin/failover", bad).await;
+        assert_eq!(code, 401, "{bad:?}: {body}");
+        assert!(!body.to_string().contains(token));
+    }
+    assert_eq!(relay.status().to_json()["region"]["active"], "primary");
+
+    // Planned failover while the backlog is being processed.
+    let (code, report) = post(&relay, "/admin/failover", Some(token)).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["caught_up"], true, "{report}");
+    assert_eq!(report["epoch"], 1, "{report}");
+    assert!(!report.to_string().contains(token));
+    let at_failover = completed(&relay);
+    let until = Instant::now() + Duration::from_secs(60);
+    while completed(&relay) < at_failover + 500 {
+        assert!(Instant::now() < until, "no progress on the secondary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_secondary = committed(secondary.bootstrap_servers(), &s.group, &mirror);
+    assert!(
+        on_secondary.iter().all(Option::is_some),
+        "committed on the secondary: {on_secondary:?}"
+    );
+
+    // Planned failback, same procedure in reverse.
+    let (code, report) = post(&relay, "/admin/failback", Some(token)).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["epoch"], 2, "{report}");
+    let (code, body) = post(&relay, "/admin/failback", Some(token)).await;
+    assert_eq!(code, 409, "already on the primary: {body}");
+    env.wait_done(&s).await;
+    env.assert_exact(&s).await;
+
+    // Zero replay: every record was processed exactly once across both switches.
+    let (written, skipped, stale) = (
+        common::count(&relay, "written"),
+        common::count(&relay, "skipped"),
+        common::count(&relay, "stale"),
+    );
+    assert_eq!(stale, 0, "records replayed across planned switches");
+    assert_eq!(written + skipped, s.report.records, "each record once");
+    let st = relay.status().to_json();
+    assert_eq!(st["region"]["active"], "primary", "{st}");
+    relay.shutdown().await;
 }

@@ -38,6 +38,13 @@ pub struct ProbeResult {
 pub enum FailoverMsg {
     Tick,
     Probed(ProbeResult),
+    /// Planned failover (`to = secondary`) or failback (`to = primary`) from the admin API:
+    /// drain and commit, wait for the target to catch up, bump the epoch, switch. Replies with
+    /// a JSON report or an error text.
+    Planned {
+        to: Side,
+        reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+    },
 }
 
 pub struct FailoverArgs {
@@ -349,21 +356,18 @@ impl FailoverState {
                 starts.insert(tp, o);
             }
         }
-        self.args.active.set(to, starts);
         metrics::counter!("cdc_relay_failovers_total", "to" => to.as_str()).increment(1);
         self.last_switch = Some(SwitchInfo {
             from,
             to,
             epoch: self.epoch,
-            reason,
+            reason: reason.clone(),
             offset_sources: sources,
             duration_seconds: None,
             started,
             completed_before: completed(&self.args.status),
         });
-        if let Some(sup) = myself.try_get_supervisor() {
-            let _ = sup.send_message(SupervisorMsg::Restart("consumer".into()));
-        }
+        self.restart(myself, to, starts, reason);
         self.publish();
     }
 }
@@ -443,6 +447,204 @@ fn resolve_start(
     out
 }
 
+/// Committed offsets of `group` on `cluster` for the configured topics, by
+/// `(topic on that cluster, partition)`.
+fn committed_on(
+    config: &Config,
+    cluster: &ClusterConfig,
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let mut c = ClientConfig::new();
+    for (k, v) in &cluster.properties {
+        if !k.starts_with("session.") && !k.starts_with("heartbeat.") {
+            c.set(k, v);
+        }
+    }
+    let client: BaseConsumer = c
+        .set("bootstrap.servers", &cluster.bootstrap_servers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let mut out = BTreeMap::new();
+    for t in &config.kafka.topics {
+        let name = format!("{}{t}", cluster.topic_prefix);
+        let n = client
+            .fetch_metadata(Some(&name), timeout)
+            .map_err(|e| format!("{}: {e}", cluster.name))?
+            .topics()
+            .first()
+            .map_or(0, |m| m.partitions().len() as i32);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition(&name, p);
+        }
+        let got = client
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| format!("{}: {e}", cluster.name))?;
+        for e in got.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                out.insert((name.clone(), e.partition()), o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `cluster` holds every record below `offsets` (same partitions, its own topic names).
+fn caught_up(cluster: &ClusterConfig, offsets: &BTreeMap<(String, i32), i64>) -> bool {
+    let Ok(client) = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap_servers)
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    offsets.iter().all(|((t, p), o)| {
+        client
+            .fetch_watermarks(t, *p, Duration::from_secs(5))
+            .is_ok_and(|(_, high)| high >= *o)
+    })
+}
+
+impl FailoverState {
+    /// DESIGN §6 planned failover / failback: zero replay when the target has caught up.
+    async fn planned(
+        &mut self,
+        myself: &ActorRef<FailoverMsg>,
+        to: Side,
+    ) -> Result<serde_json::Value, String> {
+        let from = self.args.active.side();
+        if from == to {
+            return Err(format!("already on the {}", to.as_str()));
+        }
+        let started = Instant::now();
+        tracing::warn!(
+            from = from.as_str(),
+            to = to.as_str(),
+            "planned switch: draining and committing"
+        );
+        // 1. Drain and commit on the current cluster.
+        let consumer = self.args.consumer.lock().ok().and_then(|c| c.clone());
+        if let Some(c) = consumer {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if c.cast(ConsumerMsg::Shutdown(tx)).is_ok() {
+                let wait = self.cfg().runtime.shutdown_timeout + Duration::from_secs(5);
+                let _ = tokio::time::timeout(wait, rx).await;
+            }
+        }
+        // 2. What was committed there, in the target's topic names.
+        let (src, dst) = (self.cfg().cluster(from), self.cfg().cluster(to));
+        let config = Arc::clone(&self.args.config);
+        let src2 = src.clone();
+        let committed = tokio::task::spawn_blocking(move || committed_on(&config, &src2))
+            .await
+            .map_err(|e| e.to_string())??;
+        let target: BTreeMap<(String, i32), i64> = committed
+            .iter()
+            .map(|((t, p), o)| {
+                let source = t.strip_prefix(src.topic_prefix.as_str()).unwrap_or(t);
+                ((format!("{}{source}", dst.topic_prefix), *p), *o)
+            })
+            .collect();
+        // 3. Wait until the target holds everything committed (link lag 0 for those records).
+        let deadline = Instant::now() + self.cfg().failover.planned_timeout;
+        let is_caught_up = loop {
+            let (d, t) = (dst.clone(), target.clone());
+            let ok = tokio::task::spawn_blocking(move || caught_up(&d, &t))
+                .await
+                .unwrap_or(false);
+            if ok || Instant::now() >= deadline {
+                break ok;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if !is_caught_up {
+            tracing::warn!(
+                "planned switch: the target did not catch up in time; switching anyway (records may be replayed)"
+            );
+        }
+        // 4. Bump the epoch (shared decision), then switch with exact start offsets.
+        let reason = format!(
+            "planned {}",
+            if to == Side::Secondary {
+                "failover"
+            } else {
+                "failback"
+            }
+        );
+        if let Some(control) = self.args.control.clone() {
+            let group = self.cfg().kafka.group_id.clone();
+            match control
+                .switch(&group, self.epoch, to.as_str(), &self.args.pod, &reason)
+                .await
+            {
+                Ok(Switch::Won(r)) => self.epoch = r.epoch,
+                Ok(Switch::Lost(r)) => {
+                    self.epoch = r.epoch;
+                    let side = Side::parse(&r.active_cluster).unwrap_or(from);
+                    self.restart(
+                        myself,
+                        side,
+                        HashMap::new(),
+                        format!("epoch {} moved meanwhile", r.epoch),
+                    );
+                    return Err(format!(
+                        "another pod decided epoch {} ({}) meanwhile",
+                        r.epoch, r.active_cluster
+                    ));
+                }
+                Err(e) => {
+                    self.restart(
+                        myself,
+                        from,
+                        HashMap::new(),
+                        "planned switch aborted".into(),
+                    );
+                    return Err(format!("control table: {e}"));
+                }
+            }
+        } else {
+            self.epoch += 1;
+        }
+        let starts: HashMap<(String, i32), i64> = target.clone().into_iter().collect();
+        metrics::counter!("cdc_relay_failover_offset_source_total", "source" => "committed")
+            .increment(starts.len() as u64);
+        self.last_switch = Some(SwitchInfo {
+            from,
+            to,
+            epoch: self.epoch,
+            reason: reason.clone(),
+            offset_sources: BTreeMap::from([("committed".to_string(), starts.len())]),
+            duration_seconds: None,
+            started,
+            completed_before: completed(&self.args.status),
+        });
+        self.restart(myself, to, starts, reason);
+        metrics::counter!("cdc_relay_failovers_total", "to" => to.as_str()).increment(1);
+        self.publish();
+        Ok(serde_json::json!({
+            "from": from, "to": to, "epoch": self.epoch, "caught_up": is_caught_up,
+            "waited_ms": started.elapsed().as_millis() as u64,
+            "start_offsets": target.iter().map(|((t, p), o)| (format!("{t}/{p}"), *o)).collect::<BTreeMap<_, _>>(),
+        }))
+    }
+
+    /// Points `Active` at `side` and has the root start the consumer again.
+    fn restart(
+        &self,
+        myself: &ActorRef<FailoverMsg>,
+        side: Side,
+        starts: HashMap<(String, i32), i64>,
+        why: String,
+    ) {
+        tracing::info!(side = side.as_str(), %why, "starting the consumer");
+        self.args.active.set(side, starts);
+        if let Some(sup) = myself.try_get_supervisor() {
+            let _ = sup.send_message(SupervisorMsg::Restart("consumer".into()));
+        }
+    }
+}
+
 impl Actor for FailoverActor {
     type Msg = FailoverMsg;
     type State = FailoverState;
@@ -519,6 +721,10 @@ impl Actor for FailoverActor {
                 });
             }
             FailoverMsg::Probed(r) => state.on_probe(&myself, r).await,
+            FailoverMsg::Planned { to, reply } => {
+                let r = state.planned(&myself, to).await;
+                let _ = reply.send(r);
+            }
         }
         Ok(())
     }
