@@ -121,6 +121,34 @@ fn describe() {
         "Kafka client errors by kind"
     );
     describe_gauge!("cdc_relay_schema_cache_size", "Writer schemas cached by id");
+    describe_gauge!(
+        "cdc_relay_region_up",
+        "1 while a region's cluster answers probes (healthy or suspect)"
+    );
+    describe_gauge!(
+        "cdc_relay_region_active",
+        "1 for the region whose cluster the consumer uses"
+    );
+    describe_gauge!(
+        "cdc_relay_link_lag_messages",
+        "Primary high watermark minus secondary high watermark, per mirrored partition"
+    );
+    describe_gauge!(
+        "cdc_relay_link_lag_seconds",
+        "Age of the oldest primary record not yet mirrored, per mirrored partition"
+    );
+    describe_counter!(
+        "cdc_relay_failovers_total",
+        "Cluster switches by target side (primary, secondary)"
+    );
+    describe_gauge!(
+        "cdc_relay_failover_duration_seconds",
+        "Last unplanned switch: first failed probe to the first record done on the new cluster"
+    );
+    describe_counter!(
+        "cdc_relay_failover_offset_source_total",
+        "Partitions started after a switch, by offset source (group, checkpoint, committed, reset)"
+    );
 }
 
 /// The Prometheus text exposition, or an empty string if no recorder is installed.
