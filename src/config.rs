@@ -109,6 +109,11 @@ pub struct FailoverConfig {
     /// exist: `offsets_for_times(last processed timestamp − offset_margin)`.
     #[serde(with = "humantime_serde")]
     pub offset_margin: Duration,
+    /// After an unplanned failover: `manual` (default; `POST /admin/failback`) or `automatic`
+    /// (planned failback once the primary has been healthy for `failback_after`).
+    pub failback: FailbackMode,
+    #[serde(with = "humantime_serde")]
+    pub failback_after: Duration,
     /// Planned failover/failback: how long to wait for the target to hold every committed
     /// record before switching anyway.
     #[serde(with = "humantime_serde")]
@@ -130,11 +135,21 @@ impl Default for FailoverConfig {
             allow_local_decision: false,
             checkpoint_interval: Duration::from_secs(5),
             offset_margin: Duration::from_secs(60),
+            failback: FailbackMode::Manual,
+            failback_after: Duration::from_secs(300),
             planned_timeout: Duration::from_secs(60),
             admin_token_env: "CDC_RELAY_ADMIN_TOKEN".into(),
             admin_token_file: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailbackMode {
+    #[default]
+    Manual,
+    Automatic,
 }
 
 /// Which of the two clusters.
@@ -695,6 +710,12 @@ impl Config {
             bad(
                 "failover.probe_interval",
                 "probe_interval and probe_timeout must be greater than 0",
+            );
+        }
+        if f.failback_after < f.probe_interval {
+            bad(
+                "failover.failback_after",
+                "must be at least failover.probe_interval",
             );
         }
         if f.unhealthy_after < f.probe_interval {

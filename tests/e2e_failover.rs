@@ -536,3 +536,53 @@ async fn e2e_link_paused_then_primary_dies_loses_only_the_unmirrored() {
     );
     relay.abort().await;
 }
+
+/// Automatic failback: after an unplanned failover, the primary comes back; once it has been
+/// healthy for `failback_after`, the relay runs the planned failback on its own and ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_automatic_failback_after_the_primary_recovers() {
+    let Regions {
+        env,
+        mut s,
+        secondary,
+        mirror,
+        link: _link,
+    } = regions("fab", 76).await;
+    s.cfg.failover.failback = cdc_relay::config::FailbackMode::Automatic;
+    s.cfg.failover.failback_after = Duration::from_secs(2);
+    let relay = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    env.wait_progress(&s, 1_000).await;
+    let ends = watermarks(&env.bootstrap(), &s.topic);
+    let until = Instant::now() + Duration::from_secs(30);
+    while watermarks(secondary.bootstrap_servers(), &mirror) != ends {
+        assert!(Instant::now() < until, "link did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.lab.kafka.broker_down(-1).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while relay.status().to_json()["region"]["active"] != "secondary" {
+        assert!(Instant::now() < until, "no failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.lab.kafka.broker_up(-1).unwrap();
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let st = relay.status().to_json();
+        if st["region"]["active"] == "primary" {
+            assert_eq!(st["region"]["epoch"], 2, "{}", st["region"]);
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no automatic failback: {}",
+            st["region"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_done(&s).await;
+    env.assert_exact(&s).await;
+    relay.shutdown().await;
+}

@@ -22,7 +22,7 @@ use super::Active;
 use super::control::{ControlRecord, ControlTable, Switch};
 use super::health::{Health, HealthConfig, HealthMachine};
 use super::lag::{Cluster, LagProbe, PartitionLag};
-use crate::config::{ClusterConfig, Config, FailoverMode, Side};
+use crate::config::{ClusterConfig, Config, FailbackMode, FailoverMode, Side};
 use crate::kafka::consumer::ConsumerMsg;
 use crate::status::StatusBoard;
 use crate::supervision::SupervisorMsg;
@@ -90,6 +90,9 @@ pub struct FailoverState {
     progress: BTreeMap<String, i64>,
     lags: Vec<PartitionLag>,
     last_switch: Option<SwitchInfo>,
+    /// Set by an unplanned failover: with `failback = automatic`, go back once the primary has
+    /// been healthy for `failback_after`.
+    failback_armed: bool,
 }
 
 pub struct FailoverActor;
@@ -260,6 +263,18 @@ impl FailoverState {
             }
         };
         self.follow(myself, &record).await;
+        if self.failback_armed
+            && self.cfg().failover.failback == FailbackMode::Automatic
+            && self.args.active.side() == Side::Secondary
+            && matches!(self.primary.state(), Health::Healthy)
+        {
+            self.failback_armed = false;
+            match self.planned(myself, Side::Primary).await {
+                Ok(r) => tracing::warn!(report = %r, "automatic failback done"),
+                Err(e) => tracing::warn!(error = %e, "automatic failback not done"),
+            }
+            return;
+        }
         if let Some(to) = want
             && self.args.active.side() == Side::Primary
         {
@@ -324,9 +339,23 @@ impl FailoverState {
         let from = self.args.active.side();
         let started = self.failing_since.unwrap_or_else(Instant::now);
         tracing::warn!(from = from.as_str(), to = to.as_str(), %reason, "switching clusters");
+        // Leaving a cluster that still answers (a follower of a planned switch, a failback):
+        // drain and commit there. Leaving a dead one: abandon it, commit nothing.
+        let leaving_up = match from {
+            Side::Primary => self.primary.state().is_up(),
+            Side::Secondary => self.secondary.state().is_up(),
+        };
         let consumer = self.args.consumer.lock().ok().and_then(|c| c.clone());
         if let Some(c) = consumer {
-            let _ = c.cast(ConsumerMsg::Abort);
+            if leaving_up {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if c.cast(ConsumerMsg::Shutdown(tx)).is_ok() {
+                    let wait = self.cfg().runtime.shutdown_timeout + Duration::from_secs(5);
+                    let _ = tokio::time::timeout(wait, rx).await;
+                }
+            } else {
+                let _ = c.cast(ConsumerMsg::Abort);
+            }
             let until = Instant::now() + Duration::from_secs(30);
             while matches!(
                 c.get_status(),
@@ -337,6 +366,23 @@ impl FailoverState {
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        if leaving_up {
+            let src = self.cfg().cluster(from);
+            let config = Arc::clone(&self.args.config);
+            let s2 = src.clone();
+            if let Ok(Ok(committed)) =
+                tokio::task::spawn_blocking(move || committed_on(&config, &s2)).await
+            {
+                for ((t, p), o) in committed {
+                    let topic = t.strip_prefix(src.topic_prefix.as_str()).unwrap_or(&t);
+                    let e = self.progress.entry(format!("{topic}/{p}")).or_insert(o);
+                    *e = (*e).max(o);
+                }
+            }
+        }
+        if to == Side::Secondary && !self.primary.state().is_up() {
+            self.failback_armed = true;
         }
         let target = self.cfg().cluster(to);
         let config = Arc::clone(&self.args.config);
@@ -517,6 +563,7 @@ impl FailoverState {
         if from == to {
             return Err(format!("already on the {}", to.as_str()));
         }
+        self.failback_armed = false;
         let started = Instant::now();
         tracing::warn!(
             from = from.as_str(),
@@ -658,7 +705,7 @@ impl Actor for FailoverActor {
         let c = &args.config;
         let hc = HealthConfig {
             unhealthy_after: c.failover.unhealthy_after,
-            recovered_after: c.failover.unhealthy_after,
+            recovered_after: c.failover.failback_after,
         };
         let (p, s) = (c.cluster(Side::Primary), c.cluster(Side::Secondary));
         let probe = LagProbe::new(
@@ -682,6 +729,7 @@ impl Actor for FailoverActor {
             progress: BTreeMap::new(),
             lags: Vec::new(),
             last_switch: None,
+            failback_armed: false,
         })
     }
 
