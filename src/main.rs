@@ -115,6 +115,15 @@ enum Cmd {
         /// Do not start moto.
         #[arg(long)]
         no_moto: bool,
+        /// 2: also start a secondary cluster with mirror topics and the cluster-link emulator.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        regions: u8,
+        /// Mirror topic prefix on the secondary (with --regions 2).
+        #[arg(long, default_value = "primary.")]
+        mirror_prefix: String,
+        /// Consumer groups whose offsets the link syncs (with --regions 2).
+        #[arg(long, value_delimiter = ',', default_value = "cdc-relay")]
+        groups: Vec<String>,
     },
     /// Works with the SQS dead-letter queue of a config's `[dlq]`.
     Dlq {
@@ -296,6 +305,9 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             brokers,
             topics,
             no_moto,
+            regions,
+            mirror_prefix,
+            groups,
         } => {
             let lab = cdc_relay::lab::Lab::start(cdc_relay::lab::LabOptions {
                 brokers,
@@ -304,6 +316,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })
             .await?;
             let mut names = Vec::new();
+            let mut with_parts = Vec::new();
             for t in topics {
                 let (name, parts) = t.split_once(':').unwrap_or((t.as_str(), "3"));
                 let parts: i32 = parts
@@ -311,9 +324,29 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("bad partition count in {t:?}"))?;
                 lab.kafka.create_topic(name, parts)?;
                 names.push(name.to_string());
+                with_parts.push((name.to_string(), parts));
             }
-            println!("{}", serde_json::to_string(&lab.info(names))?);
+            let second = if regions == 2 {
+                Some(cdc_relay::lab::SecondRegion::start(
+                    lab.kafka.bootstrap_servers(),
+                    brokers,
+                    &with_parts,
+                    &mirror_prefix,
+                    &groups,
+                )?)
+            } else {
+                None
+            };
+            let mut info = serde_json::to_value(lab.info(names))?;
+            if let (Some(s), Some(obj)) = (&second, info.as_object_mut()) {
+                obj.insert(
+                    "secondary".into(),
+                    serde_json::to_value(s.info(&with_parts, &groups))?,
+                );
+            }
+            println!("{info}");
             tokio::signal::ctrl_c().await?;
+            drop(second);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify {

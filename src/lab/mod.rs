@@ -40,6 +40,69 @@ pub enum LabError {
     Registry(#[from] std::io::Error),
     #[error("creating table {table}: {message}")]
     Table { table: String, message: String },
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
+}
+
+/// A second region for the lab: another mock cluster, the mirror topics, and the cluster-link
+/// emulator copying the primary's topics there (`cdc-relay lab --regions 2`, the failover demo).
+pub struct SecondRegion {
+    pub kafka: MockKafka,
+    pub mirror_prefix: String,
+    pub link: link::ClusterLink,
+}
+
+/// Connection details of the second region (printed by `cdc-relay lab --regions 2`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondRegionInfo {
+    pub bootstrap_servers: String,
+    pub mirror_prefix: String,
+    pub mirror_topics: Vec<String>,
+    pub synced_groups: Vec<String>,
+}
+
+impl SecondRegion {
+    /// Starts the secondary cluster with `<prefix><topic>` for each `(topic, partitions)` on the
+    /// primary at `primary`, and links them, syncing the offsets of `groups`.
+    pub fn start(
+        primary: &str,
+        brokers: i32,
+        topics: &[(String, i32)],
+        prefix: &str,
+        groups: &[String],
+    ) -> Result<SecondRegion, LabError> {
+        let kafka = MockKafka::start(brokers)?;
+        for (t, n) in topics {
+            kafka.create_topic(&format!("{prefix}{t}"), *n)?;
+        }
+        let link = link::ClusterLink::start(
+            primary,
+            kafka.bootstrap_servers(),
+            link::LinkOptions {
+                topics: topics.to_vec(),
+                mirror_prefix: prefix.to_string(),
+                groups: groups.to_vec(),
+                sync_interval: Duration::from_millis(500),
+            },
+        )?;
+        Ok(SecondRegion {
+            kafka,
+            mirror_prefix: prefix.to_string(),
+            link,
+        })
+    }
+
+    pub fn info(&self, topics: &[(String, i32)], groups: &[String]) -> SecondRegionInfo {
+        SecondRegionInfo {
+            bootstrap_servers: self.kafka.bootstrap_servers().to_string(),
+            mirror_prefix: self.mirror_prefix.clone(),
+            mirror_topics: topics
+                .iter()
+                .map(|(t, _)| format!("{}{t}", self.mirror_prefix))
+                .collect(),
+            synced_groups: groups.to_vec(),
+        }
+    }
 }
 
 /// What to start.
