@@ -1,5 +1,5 @@
 # cdc-relay: the two commands are `make demo` and `make test` (see README.md).
-.PHONY: setup demo test test-fast lint fmt clean
+.PHONY: setup demo demo-failover test test-fast lint fmt clean
 
 CARGO ?= cargo
 export CDC_RELAY_MOTO_PYTHON ?= $(CURDIR)/.local/venv/bin/python
@@ -10,6 +10,10 @@ setup:
 ## Runs the whole pipeline locally on embedded defaults and verifies the result.
 demo: setup
 	$(CARGO) run --quiet --bin cdc-relay -- demo
+
+## The same in two regions: ~20 s in, the whole primary cluster dies and the relay fails over.
+demo-failover: setup
+	$(CARGO) run --quiet --bin cdc-relay -- demo --failover --records 20000
 
 ## The whole test suite (unit, integration against mock Kafka + moto, chaos).
 test: setup

@@ -19,6 +19,10 @@ pub struct DemoOptions {
     pub keys_per_table: u32,
     pub envelope: EnvelopeKind,
     pub seed: u64,
+    /// Two regions: about `failover_after` into the run the whole primary cluster goes down and
+    /// the relay fails over to the secondary.
+    pub failover: bool,
+    pub failover_after: Duration,
 }
 
 impl Default for DemoOptions {
@@ -28,6 +32,8 @@ impl Default for DemoOptions {
             keys_per_table: 1_000,
             envelope: EnvelopeKind::Qlik,
             seed: 42,
+            failover: false,
+            failover_after: Duration::from_secs(20),
         }
     }
 }
@@ -108,6 +114,8 @@ const DLQ_QUEUE: &str = "cdc-relay-demo-dlq";
 const EVENT_BUS: &str = "cdc-relay-demo";
 /// Poison records the demo injects (one per partition of `demo.customers`): not Confluent-framed.
 const POISON: usize = 3;
+const MIRROR_PREFIX: &str = "primary.";
+const CONTROL_TABLE: &str = "cdc-relay-demo-control";
 
 /// The demo's relay config (also a readable example of a complete config).
 pub fn demo_config(bootstrap: &str, registry: &str, aws_endpoint: &str, envelope: &str) -> String {
@@ -141,7 +149,7 @@ listen = "127.0.0.1:0"
     )
 }
 
-fn committed_total(bootstrap: &str, group: &str) -> i64 {
+fn committed_total(bootstrap: &str, group: &str, prefix: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let Ok(c) = rdkafka::ClientConfig::new()
@@ -154,7 +162,7 @@ fn committed_total(bootstrap: &str, group: &str) -> i64 {
     let mut tpl = TopicPartitionList::new();
     for t in TABLES {
         for p in 0..PARTITIONS {
-            tpl.add_partition(&format!("demo.{t}"), p);
+            tpl.add_partition(&format!("{prefix}demo.{t}"), p);
         }
     }
     c.committed_offsets(tpl, Duration::from_secs(5))
@@ -242,12 +250,50 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
     println!(
         "demo: produced {POISON} poison records (no Confluent framing) into demo.customers; they must end in the DLQ"
     );
-    let cfg = Config::from_toml(&demo_config(
+    let mut cfg = Config::from_toml(&demo_config(
         &bootstrap,
         &lab.registry.url(),
         &lab.aws_config().endpoint_url.unwrap_or_default(),
         envelope,
     ))?;
+    let second = if opts.failover {
+        let topics: Vec<(String, i32)> = TABLES
+            .iter()
+            .map(|t| (format!("demo.{t}"), PARTITIONS))
+            .collect();
+        let second = crate::lab::SecondRegion::start(
+            &bootstrap,
+            3,
+            &topics,
+            MIRROR_PREFIX,
+            &[cfg.kafka.group_id.clone()],
+        )?;
+        crate::lab::create_table(&ddb, CONTROL_TABLE, "group").await?;
+        cfg.kafka.bootstrap_servers = String::new();
+        cfg.regions = Some(crate::config::RegionsConfig {
+            primary: crate::config::RegionConfig {
+                name: "us-west-2".into(),
+                bootstrap_servers: bootstrap.clone(),
+                properties: Default::default(),
+                topic_prefix: String::new(),
+            },
+            secondary: crate::config::RegionConfig {
+                name: "us-east-1".into(),
+                bootstrap_servers: second.kafka.bootstrap_servers().to_string(),
+                properties: Default::default(),
+                topic_prefix: MIRROR_PREFIX.into(),
+            },
+        });
+        cfg.failover.control_table = Some(CONTROL_TABLE.into());
+        cfg.failover.unhealthy_after = Duration::from_secs(3);
+        println!(
+            "demo: second region us-east-1 at {} with mirror topics {MIRROR_PREFIX}demo.* (cluster-link emulator); control table {CONTROL_TABLE}",
+            second.kafka.bootstrap_servers()
+        );
+        Some(second)
+    } else {
+        None
+    };
     let relay = relay::start(
         cfg,
         StartOptions {
@@ -262,8 +308,82 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
     let total = i64::try_from(report.records + POISON as u64).unwrap_or(i64::MAX);
     let relay_start = Instant::now();
     let mut last_progress = (0, Instant::now());
+    let mut killed: Option<Instant> = None;
+    let mut failover_took: Option<f64> = None;
+    let mut stale_at_switch: Option<u64> = None;
+    let mut regressions = 0usize;
+    let mut last_scan: Option<Vec<crate::verify::TableItems>> = None;
     loop {
-        let done = committed_total(&bootstrap, "cdc-relay-demo");
+        if let Some(sec) = &second
+            && killed.is_none()
+            && relay_start.elapsed() >= opts.failover_after
+        {
+            // Wait until the link has mirrored everything, so the demo's RPO is zero.
+            let until = Instant::now() + Duration::from_secs(30);
+            while sec.link.copied() < report.records + POISON as u64 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            lab.kafka
+                .broker_down(-1)
+                .map_err(crate::lab::LabError::from)?;
+            killed = Some(Instant::now());
+            println!("demo: *** the whole primary cluster (us-west-2) is DOWN ***");
+        }
+        let on_secondary = relay.status().to_json()["region"]["active"] == "secondary";
+        if let Some(k) = killed
+            && on_secondary
+        {
+            let st = relay.status().to_json();
+            if stale_at_switch.is_none() {
+                stale_at_switch = Some(
+                    relay
+                        .status()
+                        .outcomes
+                        .stale
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+                println!(
+                    "demo: switched to us-east-1 (epoch {}), offset sources {}",
+                    st["region"]["epoch"], st["region"]["last_switch"]["offset_sources"]
+                );
+            }
+            if failover_took.is_none()
+                && let Some(d) = st["region"]["last_switch"]["duration_seconds"].as_f64()
+            {
+                failover_took = Some(d);
+                println!(
+                    "demo: first record done on the secondary {d:.1} s after the first failed probe of the primary (cdc_relay_failover_duration_seconds; primary killed {:.1} s ago)",
+                    k.elapsed().as_secs_f64()
+                );
+            }
+            // Replays must never move an item backwards: compare successive scans of one table.
+            let now_scan = vec![crate::verify::scan_table(&ddb, TABLES[0], "pk").await?];
+            if let Some(prev) = &last_scan {
+                for (a, b) in prev.iter().zip(&now_scan) {
+                    for (pk, item) in b {
+                        if let (Some(old), Some(new)) =
+                            (a.get(pk).and_then(|i| i.get("_seq")), item.get("_seq"))
+                            && new.key_text() < old.key_text()
+                        {
+                            regressions += 1;
+                        }
+                    }
+                }
+            }
+            last_scan = Some(now_scan);
+        }
+        let (cluster, prefix) = if on_secondary {
+            (
+                second
+                    .as_ref()
+                    .map(|s| s.kafka.bootstrap_servers().to_string())
+                    .unwrap_or_default(),
+                MIRROR_PREFIX,
+            )
+        } else {
+            (bootstrap.clone(), "")
+        };
+        let done = committed_total(&cluster, "cdc-relay-demo", prefix);
         let o = relay.status().outcomes.to_json();
         println!(
             "demo: committed {done}/{total} ({:.0}%) — written {}, stale {}, skipped {}, dead-lettered {} — {:.0} records/s",
@@ -288,6 +408,14 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let verdict = crate::verify::verify(&ddb, &expected, |t| t.to_string(), "pk").await?;
+    let replayed = stale_at_switch.map(|s0| {
+        relay
+            .status()
+            .outcomes
+            .stale
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - s0
+    });
     let dead_lettered = relay
         .status()
         .outcomes
@@ -307,14 +435,31 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
     for m in &verdict.mismatches {
         println!("demo: mismatch: {m}");
     }
-    println!(
-        "verified {}/{} items match ({} tables, {} records, {:.1} s)",
-        verdict.matched,
-        verdict.expected,
-        TABLES.len(),
-        report.records,
-        started.elapsed().as_secs_f64()
-    );
+    match (opts.failover, failover_took) {
+        (true, Some(took)) => println!(
+            "verified {}/{} items match, {regressions} regressions, failover took {took:.1} s ({} records replayed as stale; {} tables, {} records, {:.1} s)",
+            verdict.matched,
+            verdict.expected,
+            replayed.unwrap_or(0),
+            TABLES.len(),
+            report.records,
+            started.elapsed().as_secs_f64()
+        ),
+        _ => println!(
+            "verified {}/{} items match ({} tables, {} records, {:.1} s)",
+            verdict.matched,
+            verdict.expected,
+            TABLES.len(),
+            report.records,
+            started.elapsed().as_secs_f64()
+        ),
+    }
+    if opts.failover && (failover_took.is_none() || regressions > 0) {
+        return Err(DemoError::Stalled(format!(
+            "failover demo: switched = {}, regressions = {regressions}",
+            failover_took.is_some()
+        )));
+    }
     if verdict.is_exact() {
         Ok((verdict.matched, verdict.expected))
     } else {

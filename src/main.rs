@@ -70,6 +70,11 @@ enum Cmd {
         envelope: Envelope,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Two regions: kill the whole primary cluster after --failover-after and fail over.
+        #[arg(long)]
+        failover: bool,
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        failover_after: Duration,
     },
     /// Produces seeded CDC records and writes the expected final state (JSONL). Prints a JSON report.
     Generate {
@@ -183,7 +188,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; only warnings and errors are logged unless RUST_LOG says otherwise.
     let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) {
-        "warn"
+        "warn,librdkafka=off,rdkafka=off"
     } else {
         "info,rdkafka=warn"
     };
@@ -237,12 +242,16 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             keys,
             envelope,
             seed,
+            failover,
+            failover_after,
         } => {
             let r = cdc_relay::demo::run(cdc_relay::demo::DemoOptions {
                 records,
                 keys_per_table: keys,
                 envelope: envelope.into(),
                 seed,
+                failover,
+                failover_after,
             })
             .await;
             match r {

@@ -42,11 +42,14 @@ impl Verdict {
 }
 
 /// Every item of `table`, keyed by `pk_attribute`.
+/// A table's items by partition key.
+pub type TableItems = BTreeMap<String, BTreeMap<String, Value>>;
+
 pub async fn scan_table(
     client: &Client,
     table: &str,
     pk_attribute: &str,
-) -> Result<BTreeMap<String, BTreeMap<String, Value>>, VerifyError> {
+) -> Result<TableItems, VerifyError> {
     let mut out = BTreeMap::new();
     let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
     loop {

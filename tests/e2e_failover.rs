@@ -586,3 +586,55 @@ async fn e2e_automatic_failback_after_the_primary_recovers() {
     env.assert_exact(&s).await;
     relay.shutdown().await;
 }
+
+/// Without a reachable control table a pod stays where it is and reports not-ready, even when the
+/// primary dies; with `allow_local_decision` it switches on its own (the documented trade-off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_unreachable_control_table_holds_unless_local_decisions_are_allowed() {
+    let Regions {
+        env,
+        mut s,
+        secondary: _secondary,
+        mirror: _mirror,
+        link: _link,
+    } = regions("fu", 77).await;
+    s.cfg.failover.control_table = Some("no-such-control-table".into());
+    let held = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    let mut local_cfg = s.cfg.clone();
+    local_cfg.failover.allow_local_decision = true;
+    local_cfg.kafka.group_id = format!("{}-local", s.group);
+    local_cfg.admin.listen = "127.0.0.1:0".into();
+    let local = relay::start(local_cfg, StartOptions::default())
+        .await
+        .unwrap();
+    let addr = held.admin_addr().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
+        let code = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if code == 503 && body.to_string().contains("control table unreachable") {
+            break;
+        }
+        assert!(Instant::now() < until, "not reported: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.lab.kafka.broker_down(-1).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while local.status().to_json()["region"]["active"] != "secondary" {
+        assert!(
+            Instant::now() < until,
+            "the local-decision pod did not switch"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        held.status().to_json()["region"]["active"],
+        "primary",
+        "without the shared decision the pod must stay"
+    );
+    held.abort().await;
+    local.abort().await;
+}
