@@ -259,6 +259,14 @@ impl<R: SinkRequest> SinkPoolState<R> {
 
     fn try_flush(&mut self, myself: &ActorRef<PoolMsg<R>>) {
         let lim = self.core.sink.limits();
+        // Attempts whose caller gave up (revoke, shutdown, a switch of clusters) are not sent:
+        // after a switch they would otherwise delay every new write by the old backlog.
+        let before = self.buf.len();
+        self.buf.retain(|a| !a.reply.is_closed());
+        if self.buf.len() < before {
+            metrics::counter!("cdc_relay_sink_abandoned_total", "sink" => self.core.sink.name().to_string())
+                .increment((before - self.buf.len()) as u64);
+        }
         loop {
             let Some(front) = self.buf.front() else {
                 return;
@@ -716,6 +724,43 @@ mod tests {
             sink.calls.load(Ordering::SeqCst),
             2,
             "re-sent after the panic"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_attempts_are_not_sent() {
+        let sink = Arc::new(Recorder::default());
+        let h = start(Arc::clone(&sink), settings(100)).await;
+        let cancel = CancellationToken::new();
+        // Two attempts (below the batch limits) wait for the linger time; they are given up
+        // before it is over; then one more write.
+        let abandoned: Vec<_> = (0..2)
+            .map(|i| {
+                let h = h.clone();
+                let c = cancel.clone();
+                tokio::spawn(
+                    async move { h.write(Arc::new(Req(format!("gone{i}"))), &c, true).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        cancel.cancel();
+        for a in abandoned {
+            assert_eq!(a.await.unwrap(), WriteOutcome::Cancelled);
+        }
+        let r = h
+            .write(
+                Arc::new(Req("kept".into())),
+                &CancellationToken::new(),
+                true,
+            )
+            .await;
+        assert_eq!(r, WriteOutcome::Done);
+        let sent: Vec<String> = sink.batches.lock().unwrap().concat();
+        assert_eq!(
+            sent,
+            vec!["kept".to_string()],
+            "abandoned attempts were sent"
         );
     }
 

@@ -55,6 +55,10 @@ fn describe() {
         "cdc_relay_sink_requests_total",
         "Sink calls (one per batch) by sink and result (ok, partial, retryable, poison, misconfiguration, circuit_open)"
     );
+    describe_counter!(
+        "cdc_relay_sink_abandoned_total",
+        "Attempts dropped before sending because their caller gave up (revoke, shutdown, switch)"
+    );
     describe_histogram!(
         "cdc_relay_sink_batch_size",
         "Requests per sink call (batch size) by sink"
