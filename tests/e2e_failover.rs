@@ -53,6 +53,31 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// Waits until the mirror topic on the secondary has every record up to `ends`.
+async fn wait_mirrored(secondary: &MockKafka, mirror: &str, ends: &[i64]) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while watermarks(secondary.bootstrap_servers(), mirror) != ends {
+        assert!(Instant::now() < until, "link did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `group` has committed the mirror topic on the secondary up to `ends`.
+async fn wait_done_on_secondary(secondary: &MockKafka, group: &str, mirror: &str, ends: &[i64]) {
+    let until = Instant::now() + Duration::from_secs(180);
+    loop {
+        let c = committed(secondary.bootstrap_servers(), group, mirror);
+        if c.iter().zip(ends).all(|(c, e)| *c == Some(*e)) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "secondary did not finish: {c:?} vs {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn completed(relay: &cdc_relay::relay::RelayHandle) -> u64 {
     ["written", "stale", "skipped", "dead_lettered"]
         .iter()
@@ -141,11 +166,7 @@ async fn e2e_primary_death_fails_over_within_10s_exactly() {
     env.wait_progress(&s, 1_500).await;
     // Everything is mirrored before the primary dies (the RPO case is a separate test).
     let ends = watermarks(&env.bootstrap(), &s.topic);
-    let until = Instant::now() + Duration::from_secs(30);
-    while watermarks(secondary.bootstrap_servers(), &mirror) != ends {
-        assert!(Instant::now() < until, "link did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_mirrored(&secondary, &mirror, &ends).await;
 
     env.lab.kafka.broker_down(-1).unwrap();
     let killed = Instant::now();
@@ -177,18 +198,7 @@ async fn e2e_primary_death_fails_over_within_10s_exactly() {
     );
 
     // The secondary finishes the stream; DynamoDB is exact.
-    let until = Instant::now() + Duration::from_secs(180);
-    loop {
-        let c = committed(secondary.bootstrap_servers(), &s.group, &mirror);
-        if c.iter().zip(&ends).all(|(c, e)| *c == Some(*e)) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "secondary did not finish: {c:?} vs {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_done_on_secondary(&secondary, &s.group, &mirror, &ends).await;
     env.assert_exact(&s).await;
     let st = relay.status().to_json();
     assert_eq!(st["region"]["epoch"], 1, "{st}");
@@ -314,11 +324,7 @@ async fn e2e_two_instances_follow_one_epoch() {
         .unwrap();
     env.wait_progress(&s, 1_500).await;
     let ends = watermarks(&env.bootstrap(), &s.topic);
-    let until = Instant::now() + Duration::from_secs(30);
-    while watermarks(secondary.bootstrap_servers(), &mirror) != ends {
-        assert!(Instant::now() < until, "link did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_mirrored(&secondary, &mirror, &ends).await;
     env.lab.kafka.broker_down(-1).unwrap();
     let until = Instant::now() + Duration::from_secs(60);
     for r in [&a, &b] {
@@ -337,18 +343,7 @@ async fn e2e_two_instances_follow_one_epoch() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let until = Instant::now() + Duration::from_secs(180);
-    loop {
-        let c = committed(secondary.bootstrap_servers(), &s.group, &mirror);
-        if c.iter().zip(&ends).all(|(c, e)| *c == Some(*e)) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "secondary did not finish: {c:?} vs {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_done_on_secondary(&secondary, &s.group, &mirror, &ends).await;
     env.assert_exact(&s).await;
     a.abort().await;
     b.abort().await;
@@ -459,11 +454,7 @@ async fn e2e_link_paused_then_primary_dies_loses_only_the_unmirrored() {
         .await
         .unwrap();
     let generated = watermarks(&env.bootstrap(), &s.topic);
-    let until = Instant::now() + Duration::from_secs(30);
-    while watermarks(secondary.bootstrap_servers(), &mirror) != generated {
-        assert!(Instant::now() < until, "link did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_mirrored(&secondary, &mirror, &generated).await;
     env.wait_progress(&s, 1_000).await;
     link.pause();
     // New changes arrive on the primary while the link is stalled.
@@ -500,18 +491,7 @@ async fn e2e_link_paused_then_primary_dies_loses_only_the_unmirrored() {
         "exactly the records produced during the pause"
     );
 
-    let until = Instant::now() + Duration::from_secs(180);
-    loop {
-        let c = committed(secondary.bootstrap_servers(), &s.group, &mirror);
-        if c.iter().zip(&mirrored).all(|(c, e)| *c == Some(*e)) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "secondary did not finish: {c:?} vs {mirrored:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_done_on_secondary(&secondary, &s.group, &mirror, &mirrored).await;
     // Every mirrored change is applied exactly ...
     let v = cdc_relay::verify::verify(&env.ddb, &s.expected, |_| s.table.clone(), "pk")
         .await
@@ -555,11 +535,7 @@ async fn e2e_automatic_failback_after_the_primary_recovers() {
         .unwrap();
     env.wait_progress(&s, 1_000).await;
     let ends = watermarks(&env.bootstrap(), &s.topic);
-    let until = Instant::now() + Duration::from_secs(30);
-    while watermarks(secondary.bootstrap_servers(), &mirror) != ends {
-        assert!(Instant::now() < until, "link did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_mirrored(&secondary, &mirror, &ends).await;
     env.lab.kafka.broker_down(-1).unwrap();
     let until = Instant::now() + Duration::from_secs(60);
     while relay.status().to_json()["region"]["active"] != "secondary" {
