@@ -856,6 +856,15 @@ impl Config {
                 ),
                 _ => {}
             }
+            if d.kafka_topic.is_some()
+                && d.kafka_bootstrap_servers.is_none()
+                && self.regions.is_some()
+            {
+                bad(
+                    "dlq.kafka_bootstrap_servers",
+                    "with [regions], name the cluster of the Kafka DLQ topic explicitly (a DLQ on the primary would hold every partition while the primary is down)",
+                );
+            }
             if d.kafka_topic
                 .as_deref()
                 .is_some_and(|t| t.trim().is_empty())
@@ -1197,6 +1206,15 @@ mod tests {
         assert!(Config::from_toml(&manual).is_ok());
         let err = Config::from_toml(&two("").replace("us-east-1", "us-west-2")).unwrap_err();
         assert!(err.to_string().contains("regions.primary.name"), "{err}");
+        let kafka_dlq = format!(
+            "{}\n[dlq]\nsqs_queue_name = \"q\"\nkafka_topic = \"dlq\"\n",
+            two("")
+        );
+        let err = Config::from_toml(&kafka_dlq).unwrap_err();
+        assert!(
+            err.to_string().contains("dlq.kafka_bootstrap_servers"),
+            "{err}"
+        );
     }
 
     #[test]

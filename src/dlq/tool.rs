@@ -186,12 +186,14 @@ impl DlqTool {
 
     fn kafka_props(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        for (k, v) in &self.config.kafka.properties {
+        // With [regions]: the primary, where the source topics live under their own names.
+        let cluster = self.config.cluster(crate::config::Side::Primary);
+        for (k, v) in &cluster.properties {
             if !k.starts_with("session.") && !k.starts_with("heartbeat.") {
                 c.set(k, v);
             }
         }
-        c.set("bootstrap.servers", &self.config.kafka.bootstrap_servers);
+        c.set("bootstrap.servers", &cluster.bootstrap_servers);
         c
     }
 
