@@ -70,6 +70,21 @@ pub struct RegionConfig {
     /// topics carry a prefix; the primary's usually none).
     #[serde(default)]
     pub topic_prefix: String,
+    /// This region's schema registry (with Schema Linking it serves the same ids). Unset keys
+    /// fall back to `[schema_registry]`.
+    #[serde(default)]
+    pub schema_registry: RegionRegistry,
+}
+
+/// A region's schema registry: URL and credentials; timeouts, attempts and `schemas_dir` come
+/// from `[schema_registry]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionRegistry {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    /// Prefer `CDC_RELAY__REGIONS__<SIDE>__SCHEMA_REGISTRY__PASSWORD` over the file.
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -105,8 +120,12 @@ pub struct FailoverConfig {
     /// How often committed offsets are written to the control record.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
-    /// Fallback start position on the target when neither synced group offsets nor a checkpoint
-    /// exist: `offsets_for_times(last processed timestamp − offset_margin)`.
+    /// Whether the link keeps offsets (Confluent Cluster Linking: yes; MirrorMaker 2: no). Only
+    /// then is the checkpoint's offset valid on the other cluster; otherwise its timestamp is
+    /// used (below).
+    pub offsets_preserved: bool,
+    /// Third start source on the target, for partitions without usable synced group offsets or
+    /// checkpoint offset: `offsets_for_times(last committed record's timestamp − offset_margin)`.
     #[serde(with = "humantime_serde")]
     pub offset_margin: Duration,
     /// After an unplanned failover: `manual` (default; `POST /admin/failback`) or `automatic`
@@ -134,6 +153,7 @@ impl Default for FailoverConfig {
             control_table: None,
             allow_local_decision: false,
             checkpoint_interval: Duration::from_secs(5),
+            offsets_preserved: true,
             offset_margin: Duration::from_secs(60),
             failback: FailbackMode::Manual,
             failback_after: Duration::from_secs(300),
@@ -695,6 +715,23 @@ impl Config {
                 );
             }
             for (side, rc) in [("primary", &r.primary), ("secondary", &r.secondary)] {
+                if let Some(url) = &rc.schema_registry.url
+                    && !(url.starts_with("http://") || url.starts_with("https://"))
+                {
+                    bad(
+                        &format!("regions.{side}.schema_registry.url"),
+                        "must start with http:// or https://",
+                    );
+                }
+                if rc.schema_registry.password.is_some()
+                    && rc.schema_registry.username.is_none()
+                    && self.schema_registry.username.is_none()
+                {
+                    bad(
+                        &format!("regions.{side}.schema_registry.username"),
+                        "a password needs a username",
+                    );
+                }
                 for key in rc.properties.keys() {
                     if MANAGED_PROPERTIES.contains(&key.as_str()) {
                         bad(
@@ -785,14 +822,24 @@ impl Config {
             bad("schema_registry.max_attempts", "must be at least 1");
         }
         let needs_registry = self.routes.iter().any(|r| r.format == ValueFormat::Avro);
-        if needs_registry
-            && self.schema_registry.url.is_none()
-            && self.schema_registry.schemas_dir.is_none()
-        {
-            bad(
-                "schema_registry.url",
-                "Avro routes need a registry url or a schemas_dir",
-            );
+        let sides: &[Side] = if self.regions.is_some() {
+            &[Side::Primary, Side::Secondary]
+        } else {
+            &[Side::Primary]
+        };
+        for side in sides {
+            let r = self.registry(*side);
+            if needs_registry && r.url.is_none() && r.schemas_dir.is_none() {
+                let key = if self.regions.is_some() {
+                    format!("regions.{}.schema_registry.url", side.as_str())
+                } else {
+                    "schema_registry.url".to_string()
+                };
+                bad(
+                    &key,
+                    "Avro routes need a registry url (here or in [schema_registry]) or a schemas_dir",
+                );
+            }
         }
         if let Some(url) = &self.aws.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -997,6 +1044,35 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// The schema registry of `side`: `[schema_registry]` with the region's URL and credentials
+    /// over it.
+    pub fn registry(&self, side: Side) -> RegistryConfig {
+        let mut r = self.schema_registry.clone();
+        if let Some(regions) = &self.regions {
+            let rr = match side {
+                Side::Primary => &regions.primary.schema_registry,
+                Side::Secondary => &regions.secondary.schema_registry,
+            };
+            if rr.url.is_some() {
+                r.url = rr.url.clone();
+            }
+            if rr.username.is_some() {
+                r.username = rr.username.clone();
+                r.password = rr.password.clone();
+            } else if rr.password.is_some() {
+                r.password = rr.password.clone();
+            }
+        }
+        r
+    }
+
+    /// Whether `side` has a registry of its own (so decoding must follow the active region).
+    pub fn has_regional_registry(&self) -> bool {
+        self.regions.as_ref().is_some_and(|r| {
+            r.primary.schema_registry.url.is_some() || r.secondary.schema_registry.url.is_some()
+        })
     }
 
     pub fn route_for(&self, topic: &str) -> Option<&RouteConfig> {
@@ -1213,6 +1289,41 @@ mod tests {
         let err = Config::from_toml(&kafka_dlq).unwrap_err();
         assert!(
             err.to_string().contains("dlq.kafka_bootstrap_servers"),
+            "{err}"
+        );
+
+        // A registry per region: URL and credentials per region, the rest from [schema_registry].
+        let regional = two("").replace(
+            "[failover]",
+            "[regions.secondary.schema_registry]\nurl = \"https://east:8081\"\nusername = \"e\"\npassword = \"p\"\n[failover]",
+        );
+        let c = Config::from_toml(&regional).unwrap();
+        let (w, e) = (c.registry(Side::Primary), c.registry(Side::Secondary));
+        assert_eq!(w.url.as_deref(), Some("http://127.0.0.1:8081"));
+        assert_eq!(e.url.as_deref(), Some("https://east:8081"));
+        assert_eq!(
+            (e.username.as_deref(), e.password.as_deref()),
+            (Some("e"), Some("p"))
+        );
+        assert_eq!(e.timeout, w.timeout, "inherited");
+        assert!(c.has_regional_registry());
+        let err = Config::from_toml(&regional.replace("https://east", "east")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("regions.secondary.schema_registry.url"),
+            "{err}"
+        );
+        // Without a shared URL, each region with Avro routes needs one.
+        let err = Config::from_toml(&regional.replace("url = \"http://127.0.0.1:8081\"", ""))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("regions.primary.schema_registry.url"),
+            "{err}"
+        );
+        assert!(
+            !err.to_string()
+                .contains("regions.secondary.schema_registry.url"),
             "{err}"
         );
     }

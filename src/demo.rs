@@ -263,11 +263,13 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
             .collect();
         let second = crate::lab::SecondRegion::start(
             &bootstrap,
+            &lab.registry,
             3,
             &topics,
             MIRROR_PREFIX,
             &[cfg.kafka.group_id.clone()],
-        )?;
+        )
+        .await?;
         crate::lab::create_table(&ddb, CONTROL_TABLE, "group").await?;
         cfg.kafka.bootstrap_servers = String::new();
         cfg.regions = Some(crate::config::RegionsConfig {
@@ -276,19 +278,25 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
                 bootstrap_servers: bootstrap.clone(),
                 properties: Default::default(),
                 topic_prefix: String::new(),
+                schema_registry: Default::default(),
             },
             secondary: crate::config::RegionConfig {
                 name: "us-east-1".into(),
                 bootstrap_servers: second.kafka.bootstrap_servers().to_string(),
                 properties: Default::default(),
                 topic_prefix: MIRROR_PREFIX.into(),
+                schema_registry: crate::config::RegionRegistry {
+                    url: Some(second.registry.url()),
+                    ..Default::default()
+                },
             },
         });
         cfg.failover.control_table = Some(CONTROL_TABLE.into());
         cfg.failover.unhealthy_after = Duration::from_secs(3);
         println!(
-            "demo: second region us-east-1 at {} with mirror topics {MIRROR_PREFIX}demo.* (cluster-link emulator); control table {CONTROL_TABLE}",
-            second.kafka.bootstrap_servers()
+            "demo: second region us-east-1 at {} with mirror topics {MIRROR_PREFIX}demo.* (cluster-link emulator), its own schema registry at {}; control table {CONTROL_TABLE}",
+            second.kafka.bootstrap_servers(),
+            second.registry.url()
         );
         Some(second)
     } else {

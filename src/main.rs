@@ -336,13 +336,17 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 with_parts.push((name.to_string(), parts));
             }
             let second = if regions == 2 {
-                Some(cdc_relay::lab::SecondRegion::start(
-                    lab.kafka.bootstrap_servers(),
-                    brokers,
-                    &with_parts,
-                    &mirror_prefix,
-                    &groups,
-                )?)
+                Some(
+                    cdc_relay::lab::SecondRegion::start(
+                        lab.kafka.bootstrap_servers(),
+                        &lab.registry,
+                        brokers,
+                        &with_parts,
+                        &mirror_prefix,
+                        &groups,
+                    )
+                    .await?,
+                )
             } else {
                 None
             };

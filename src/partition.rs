@@ -219,6 +219,9 @@ impl PartitionActorState {
         if let Some(c) = self.tracker.committable() {
             self.shared.set_committable(c);
         }
+        if let Some(ts) = self.tracker.committable_ts() {
+            self.shared.set_processed_ts(ts);
+        }
         let o = &self.deps.status.outcomes;
         match outcome {
             "written" => &o.written,
@@ -317,7 +320,7 @@ impl PartitionActorState {
             return Ok(());
         }
         // Out of order means our view of the partition is broken: fail, restart, seek (DESIGN §2).
-        self.tracker.track(r.offset)?;
+        self.tracker.track(r.offset, r.timestamp_ms)?;
         metrics::counter!("cdc_relay_records_consumed_total", &self.labels()).increment(1);
         let pos = r.pos();
         let deps = Arc::clone(&self.deps);

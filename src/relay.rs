@@ -373,8 +373,19 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
             },
         );
     }
+    let active = Arc::new(crate::region::Active::new(Side::Primary));
+    let primary_registry = RegistryClient::new(&config.registry(Side::Primary))?;
+    let decoder = if config.has_regional_registry() {
+        Decoder::per_region(
+            primary_registry,
+            RegistryClient::new(&config.registry(Side::Secondary))?,
+            Arc::clone(&active),
+        )
+    } else {
+        Decoder::new(primary_registry)
+    };
     let deps = Arc::new(PartitionDeps {
-        decoder: Decoder::new(RegistryClient::new(&config.schema_registry)?),
+        decoder,
         routes,
         dlq,
         region,
@@ -407,7 +418,6 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     let (tx, escalations) = mpsc::unbounded_channel();
     // The pools first: partition actors write through them as soon as the consumer runs.
     let mut children = pools.specs;
-    let active = Arc::new(crate::region::Active::new(Side::Primary));
     if config.regions.is_some() {
         let control = config.failover.control_table.as_ref().map(|t| {
             Arc::new(crate::region::control::ControlTable::new(

@@ -66,6 +66,7 @@ pub struct PartitionState {
     pub partition: i32,
     committable: AtomicI64,
     committed: AtomicI64,
+    processed_ts: AtomicI64,
     high_watermark: AtomicI64,
     in_flight: AtomicUsize,
     in_flight_bytes: AtomicUsize,
@@ -82,6 +83,7 @@ impl PartitionState {
             partition,
             committable: AtomicI64::new(NONE),
             committed: AtomicI64::new(NONE),
+            processed_ts: AtomicI64::new(NONE),
             high_watermark: AtomicI64::new(NONE),
             in_flight: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
@@ -110,6 +112,13 @@ impl PartitionState {
     }
     pub fn set_committed(&self, o: i64) {
         self.committed.store(o, Ordering::Release);
+    }
+    /// Timestamp (ms) of the last record of the completed prefix (every earlier record is done).
+    pub fn processed_ts(&self) -> Option<i64> {
+        Self::get(&self.processed_ts)
+    }
+    pub fn set_processed_ts(&self, ts: i64) {
+        self.processed_ts.store(ts, Ordering::Release);
     }
     pub fn high_watermark(&self) -> Option<i64> {
         Self::get(&self.high_watermark)

@@ -30,6 +30,39 @@ async fn e2e_exact_final_state() {
     let v = env.assert_exact(&s).await;
     assert_eq!(v.matched, 500);
     assert_eq!(count(&relay, "poison"), 0);
+    // The relay learns the results of its asynchronous commits: /status and the metric show
+    // what the broker holds (one commit interval later at most).
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = relay.status().to_json();
+        let shown: Vec<Option<i64>> = (0..common::PARTITIONS)
+            .map(|p| {
+                st["partitions"]
+                    .as_array()
+                    .and_then(|ps| {
+                        ps.iter()
+                            .find(|x| x["partition"] == p && x["topic"] == s.topic.as_str())
+                    })
+                    .and_then(|x| x["committed_offset"].as_i64())
+            })
+            .collect();
+        if shown == ends.iter().map(|e| Some(*e)).collect::<Vec<_>>() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "committed offsets in /status {shown:?}, broker {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = common::metrics(&relay).await;
+    assert!(
+        m.contains(&format!(
+            "cdc_relay_committed_offset{{topic=\"{}\",partition=\"0\"}} {}",
+            s.topic, ends[0]
+        )),
+        "{m}"
+    );
     relay.shutdown().await;
 }
 

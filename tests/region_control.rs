@@ -49,13 +49,15 @@ async fn switches_are_epoch_fenced_and_one_of_two_racers_wins() {
 
     // Checkpoints are fenced by epoch too.
     let offsets = BTreeMap::from([("t/0".to_string(), 42), ("t/1".to_string(), 7)]);
+    let stamps = BTreeMap::from([("t/0".to_string(), 1_700_000_000_123)]);
     assert!(
-        !a.checkpoint("g", 0, &offsets).await.unwrap(),
+        !a.checkpoint("g", 0, &offsets, &stamps).await.unwrap(),
         "stale epoch"
     );
-    assert!(a.checkpoint("g", 1, &offsets).await.unwrap());
+    assert!(a.checkpoint("g", 1, &offsets, &stamps).await.unwrap());
     let r = b.read("g").await.unwrap().unwrap();
     assert_eq!(r.checkpoint, offsets);
+    assert_eq!(r.checkpoint_ts, stamps);
     assert!(r.checkpoint_at_ms.is_some());
 
     // Failback is the same move in reverse, from the current epoch.

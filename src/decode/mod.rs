@@ -9,9 +9,12 @@ pub mod envelope;
 pub mod registry;
 pub mod value;
 
-use crate::config::{RouteConfig, ValueFormat};
+use std::sync::Arc;
+
+use crate::config::{RouteConfig, Side, ValueFormat};
 use crate::error_class::ErrorClass;
 use crate::event::{Seq, SourcePos, Value};
+use crate::region::Active;
 pub use envelope::{Decoded, Skip};
 use registry::{RegistryClient, RegistryError};
 
@@ -75,15 +78,37 @@ impl DecodeError {
 #[derive(Clone)]
 pub struct Decoder {
     registry: RegistryClient,
+    /// With a registry per region: the secondary's, used while the secondary is active.
+    secondary: Option<(RegistryClient, Arc<Active>)>,
 }
 
 impl Decoder {
     pub fn new(registry: RegistryClient) -> Self {
-        Decoder { registry }
+        Decoder {
+            registry,
+            secondary: None,
+        }
     }
 
+    /// Decodes with `primary`'s registry, or `secondary`'s while `active` says the secondary
+    /// cluster is consumed (a dead region's registry is gone with it).
+    pub fn per_region(
+        primary: RegistryClient,
+        secondary: RegistryClient,
+        active: Arc<Active>,
+    ) -> Self {
+        Decoder {
+            registry: primary,
+            secondary: Some((secondary, active)),
+        }
+    }
+
+    /// The registry of the active region.
     pub fn registry(&self) -> &RegistryClient {
-        &self.registry
+        match &self.secondary {
+            Some((r, active)) if active.side() == Side::Secondary => r,
+            _ => &self.registry,
+        }
     }
 
     /// Decodes one record's value for `route`. `payload = None` is a Kafka tombstone.
@@ -100,7 +125,7 @@ impl Decoder {
             ValueFormat::Avro => {
                 let (id, body) = avro::split_wire(payload)?;
                 let writer = self
-                    .registry
+                    .registry()
                     .schema(id)
                     .await
                     .map_err(|source| DecodeError::Registry { id, source })?;

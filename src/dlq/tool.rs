@@ -369,7 +369,9 @@ impl SinkReplay {
     fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, ToolError> {
         let client = aws_sdk_dynamodb::Client::new(sdk);
         Ok(SinkReplay {
-            decoder: Decoder::new(RegistryClient::new(&config.schema_registry)?),
+            decoder: Decoder::new(RegistryClient::new(
+                &config.registry(crate::config::Side::Primary),
+            )?),
             routes: config
                 .routes
                 .iter()

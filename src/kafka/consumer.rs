@@ -557,7 +557,7 @@ impl PollLoop {
             }
         }
         if tpl.count() > 0 {
-            match self.consumer.commit(&tpl, CommitMode::Async) {
+            match commit_reported(&self.consumer, &tpl) {
                 Ok(()) => metrics::counter!("cdc_relay_commits_total", "result" => "ok", "mode" => "async").increment(1),
                 Err(e) => tracing::warn!(error = %e, "commit request failed"),
             }
@@ -899,5 +899,37 @@ impl Actor for ConsumerActor {
             ConsumerActor::stop_thread(state, false).await;
         }
         Ok(())
+    }
+}
+
+/// An asynchronous commit whose result comes back through the consumer's poll as an
+/// `OFFSET_COMMIT` event (→ `RelayContext::commit_callback`, which records the committed offsets).
+/// rust-rdkafka's `commit(Async)` has librdkafka send no reply at all when no `offset_commit_cb`
+/// is configured, so committed offsets would never be known; this asks for the reply on the
+/// consumer queue that `poll` serves.
+fn commit_reported(
+    consumer: &BaseConsumer<RelayContext>,
+    tpl: &TopicPartitionList,
+) -> Result<(), rdkafka::error::RDKafkaErrorCode> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` and `tpl` are live for the whole call; librdkafka copies the list.
+    // `rd_kafka_queue_get_consumer` returns a new reference to the consumer queue, released
+    // right after the call; the pending reply holds its own reference.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return consumer.commit(tpl, CommitMode::Async).map_err(|e| {
+                e.rdkafka_error_code()
+                    .unwrap_or(rdkafka::error::RDKafkaErrorCode::Fail)
+            });
+        }
+        let err = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    match rdkafka::error::RDKafkaErrorCode::from(err) {
+        rdkafka::error::RDKafkaErrorCode::NoError => Ok(()),
+        code => Err(code),
     }
 }

@@ -11,11 +11,15 @@ use std::collections::VecDeque;
 /// contiguous (compaction and transaction markers leave gaps). Completion may come in any order.
 #[derive(Debug, Clone)]
 pub struct OffsetTracker {
-    /// Offsets dispatched and not yet released, oldest first, with their completion flag.
-    pending: VecDeque<(i64, bool)>,
+    /// Offsets dispatched and not yet released, oldest first, with their completion flag and
+    /// record timestamp.
+    pending: VecDeque<(i64, bool, Option<i64>)>,
     /// The next offset to commit (Kafka convention: last processed + 1). `None` until something
     /// completes or a start position is known.
     commit_pos: Option<i64>,
+    /// Timestamp (ms) of the last record released into the commit position: every record before
+    /// `commit_pos` is done. The failover's third start source (DESIGN §6).
+    commit_ts: Option<i64>,
     /// The highest offset ever tracked, to reject out-of-order `track` calls.
     last_tracked: Option<i64>,
 }
@@ -34,19 +38,20 @@ impl OffsetTracker {
         OffsetTracker {
             pending: VecDeque::new(),
             commit_pos: start,
+            commit_ts: None,
             last_tracked: None,
         }
     }
 
-    /// Registers a dispatched offset.
-    pub fn track(&mut self, offset: i64) -> Result<(), TrackError> {
+    /// Registers a dispatched offset and its record's timestamp (ms), if it has one.
+    pub fn track(&mut self, offset: i64, ts: Option<i64>) -> Result<(), TrackError> {
         if let Some(last) = self.last_tracked
             && offset <= last
         {
             return Err(TrackError::OutOfOrder { offset, last });
         }
         self.last_tracked = Some(offset);
-        self.pending.push_back((offset, false));
+        self.pending.push_back((offset, false, ts));
         Ok(())
     }
 
@@ -55,13 +60,16 @@ impl OffsetTracker {
     pub fn complete(&mut self, offset: i64) -> Result<(), TrackError> {
         let idx = self
             .pending
-            .binary_search_by_key(&offset, |(o, _)| *o)
+            .binary_search_by_key(&offset, |(o, _, _)| *o)
             .map_err(|_| TrackError::Unknown(offset))?;
         if let Some(entry) = self.pending.get_mut(idx) {
             entry.1 = true;
         }
-        while let Some(&(o, true)) = self.pending.front() {
+        while let Some(&(o, true, ts)) = self.pending.front() {
             self.commit_pos = Some(o + 1);
+            if ts.is_some() {
+                self.commit_ts = ts;
+            }
             self.pending.pop_front();
         }
         Ok(())
@@ -72,9 +80,14 @@ impl OffsetTracker {
         self.commit_pos
     }
 
+    /// The timestamp of the last record behind the commit position, if known.
+    pub fn committable_ts(&self) -> Option<i64> {
+        self.commit_ts
+    }
+
     /// Offsets dispatched and not yet released (some may be complete but behind an incomplete one).
     pub fn in_flight(&self) -> usize {
-        self.pending.iter().filter(|(_, done)| !done).count()
+        self.pending.iter().filter(|(_, done, _)| !done).count()
     }
 
     /// Whether nothing tracked is still incomplete.
@@ -84,7 +97,7 @@ impl OffsetTracker {
 
     /// The oldest incomplete offset, if any.
     pub fn oldest_pending(&self) -> Option<i64> {
-        self.pending.front().map(|(o, _)| *o)
+        self.pending.front().map(|(o, _, _)| *o)
     }
 }
 
@@ -97,25 +110,33 @@ mod tests {
     fn commits_only_contiguous_prefix() {
         let mut t = OffsetTracker::new(None);
         for o in [5, 6, 8, 9] {
-            t.track(o).unwrap();
+            t.track(o, Some(o * 100)).unwrap();
         }
         t.complete(6).unwrap();
         assert_eq!(t.committable(), None);
+        assert_eq!(t.committable_ts(), None);
         t.complete(5).unwrap();
         assert_eq!(t.committable(), Some(7));
+        assert_eq!(
+            t.committable_ts(),
+            Some(600),
+            "the last released record's timestamp"
+        );
         t.complete(9).unwrap();
         assert_eq!(t.committable(), Some(7));
+        assert_eq!(t.committable_ts(), Some(600));
         t.complete(8).unwrap();
         assert_eq!(t.committable(), Some(10));
+        assert_eq!(t.committable_ts(), Some(900));
         assert!(t.is_drained());
     }
 
     #[test]
     fn rejects_out_of_order_and_unknown() {
         let mut t = OffsetTracker::new(Some(3));
-        t.track(3).unwrap();
+        t.track(3, None).unwrap();
         assert_eq!(
-            t.track(3),
+            t.track(3, None),
             Err(TrackError::OutOfOrder { offset: 3, last: 3 })
         );
         assert_eq!(t.complete(4), Err(TrackError::Unknown(4)));
@@ -134,7 +155,7 @@ mod tests {
             let mut o = 0i64;
             for g in &gaps { o += g; offsets.push(o); }
             let mut t = OffsetTracker::new(None);
-            for &o in &offsets { t.track(o).unwrap(); }
+            for &o in &offsets { t.track(o, Some(o)).unwrap(); }
             // A permutation of the offsets driven by the seed.
             let mut order: Vec<usize> = (0..offsets.len()).collect();
             for (i, s) in order_seed.iter().enumerate().take(offsets.len()) {
@@ -158,6 +179,7 @@ mod tests {
                 }
             }
             prop_assert_eq!(t.committable(), offsets.last().map(|l| l + 1));
+            prop_assert_eq!(t.committable_ts(), offsets.last().copied());
             prop_assert!(t.is_drained());
         }
     }

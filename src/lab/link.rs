@@ -6,6 +6,9 @@
 //! cluster links do with consumer-offset sync. It can be paused, slowed and resumed, so tests can
 //! build up link lag on purpose.
 //!
+//! `LinkOptions::skip_first` instead emulates a replication that does not preserve offsets
+//! (MirrorMaker 2 started late), for the failover's timestamp start source.
+//!
 //! Identical offsets hold because the mirror topics are written only by the link, in order, with
 //! an idempotent producer, and the source topics have no gaps (no compaction, no transactions).
 //! It must not be used by `relay::start`.
@@ -30,7 +33,7 @@ pub enum LinkError {
     Thread(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LinkOptions {
     /// Source topics and their partition counts (the mirror topics must exist with as many).
     pub topics: Vec<(String, i32)>,
@@ -39,6 +42,11 @@ pub struct LinkOptions {
     /// Consumer groups whose committed offsets are synced.
     pub groups: Vec<String>,
     pub sync_interval: Duration,
+    /// Emulates a replication that does **not** preserve offsets (MirrorMaker 2 started after
+    /// the topics had data): copying starts at source offset `skip_first` of every partition,
+    /// so mirror offset = source offset − `skip_first`, and synced group offsets are translated
+    /// the same way. Zero (the default) is Cluster Linking: identical offsets.
+    pub skip_first: i64,
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +169,7 @@ impl Worker {
                     p,
                     Duration::from_secs(5),
                 ) {
-                    Ok((_, hw)) => hw,
+                    Ok((_, hw)) => hw + self.opts.skip_first,
                     Err(_) => return false,
                 };
                 if tpl
@@ -271,7 +279,8 @@ impl Worker {
                         .fetch_watermarks(&mirror, e.partition(), Duration::from_secs(2))
                         .map(|(_, hw)| hw)
                         .unwrap_or(0);
-                    offsets.insert((mirror, e.partition()), o.min(hw));
+                    let translated = (o - self.opts.skip_first).max(0);
+                    offsets.insert((mirror, e.partition()), translated.min(hw));
                 }
             }
             if offsets.is_empty() {

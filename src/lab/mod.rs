@@ -50,12 +50,15 @@ pub struct SecondRegion {
     pub kafka: MockKafka,
     pub mirror_prefix: String,
     pub link: link::ClusterLink,
+    /// The region's own schema registry, schema-linked to the primary's (same ids).
+    pub registry: RegistryFixture,
 }
 
 /// Connection details of the second region (printed by `cdc-relay lab --regions 2`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SecondRegionInfo {
     pub bootstrap_servers: String,
+    pub schema_registry_url: String,
     pub mirror_prefix: String,
     pub mirror_topics: Vec<String>,
     pub synced_groups: Vec<String>,
@@ -63,9 +66,11 @@ pub struct SecondRegionInfo {
 
 impl SecondRegion {
     /// Starts the secondary cluster with `<prefix><topic>` for each `(topic, partitions)` on the
-    /// primary at `primary`, and links them, syncing the offsets of `groups`.
-    pub fn start(
+    /// primary at `primary`, and links them, syncing the offsets of `groups`; plus a schema
+    /// registry linked to `primary_registry`.
+    pub async fn start(
         primary: &str,
+        primary_registry: &RegistryFixture,
         brokers: i32,
         topics: &[(String, i32)],
         prefix: &str,
@@ -83,18 +88,21 @@ impl SecondRegion {
                 mirror_prefix: prefix.to_string(),
                 groups: groups.to_vec(),
                 sync_interval: Duration::from_millis(500),
+                skip_first: 0,
             },
         )?;
         Ok(SecondRegion {
             kafka,
             mirror_prefix: prefix.to_string(),
             link,
+            registry: primary_registry.start_linked(None).await?,
         })
     }
 
     pub fn info(&self, topics: &[(String, i32)], groups: &[String]) -> SecondRegionInfo {
         SecondRegionInfo {
             bootstrap_servers: self.kafka.bootstrap_servers().to_string(),
+            schema_registry_url: self.registry.url(),
             mirror_prefix: self.mirror_prefix.clone(),
             mirror_topics: topics
                 .iter()

@@ -37,13 +37,31 @@ struct Fixture {
 pub struct RegistryFixture {
     addr: SocketAddr,
     cancel: CancellationToken,
+    store: Arc<Mutex<Store>>,
 }
 
 impl RegistryFixture {
     /// Starts on 127.0.0.1 with a free port. With `auth = Some((user, pass))` every request needs basic auth.
     pub async fn start(auth: Option<(&str, &str)>) -> std::io::Result<RegistryFixture> {
+        Self::serve(Arc::new(Mutex::new(Store::default())), auth).await
+    }
+
+    /// A second registry serving the same schemas under the same ids, as Confluent Schema
+    /// Linking keeps a secondary region's registry (here: one shared store, no lag). It runs on
+    /// its own port and lives on when `self` is dropped.
+    pub async fn start_linked(
+        &self,
+        auth: Option<(&str, &str)>,
+    ) -> std::io::Result<RegistryFixture> {
+        Self::serve(Arc::clone(&self.store), auth).await
+    }
+
+    async fn serve(
+        store: Arc<Mutex<Store>>,
+        auth: Option<(&str, &str)>,
+    ) -> std::io::Result<RegistryFixture> {
         let fx = Fixture {
-            store: Arc::new(Mutex::new(Store::default())),
+            store: Arc::clone(&store),
             auth: auth.map(|(u, p)| {
                 format!(
                     "Basic {}",
@@ -65,7 +83,11 @@ impl RegistryFixture {
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await;
         });
-        Ok(RegistryFixture { addr, cancel })
+        Ok(RegistryFixture {
+            addr,
+            cancel,
+            store,
+        })
     }
 
     pub fn url(&self) -> String {

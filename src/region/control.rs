@@ -24,6 +24,9 @@ pub struct ControlRecord {
     pub reason: String,
     /// Last committed offsets by `topic/partition` (source topic names), and when.
     pub checkpoint: BTreeMap<String, i64>,
+    /// Timestamp (ms) of the last processed record per `topic/partition`, for the timestamp
+    /// start source when offsets do not carry over.
+    pub checkpoint_ts: BTreeMap<String, i64>,
     pub checkpoint_at_ms: Option<i64>,
 }
 
@@ -92,7 +95,7 @@ impl ControlTable {
                 .and_then(|v| v.as_n().ok())
                 .and_then(|v| v.parse::<i64>().ok())
         };
-        let checkpoint = match item.get("checkpoint") {
+        let numbers = |attr: &str| match item.get(attr) {
             Some(AttributeValue::M(m)) => m
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
@@ -108,7 +111,8 @@ impl ControlTable {
             decided_by: text("decided_by").unwrap_or_default(),
             decided_at_ms: num("decided_at").unwrap_or(0),
             reason: text("reason").unwrap_or_default(),
-            checkpoint,
+            checkpoint: numbers("checkpoint"),
+            checkpoint_ts: numbers("checkpoint_ts"),
             checkpoint_at_ms: num("checkpoint_at"),
         })
     }
@@ -215,7 +219,7 @@ impl ControlTable {
         }
     }
 
-    /// Stores the committed offsets, only while the record is still at `epoch` (a pod that has
+    /// Stores the committed offsets and last processed timestamps, only while the record is still at `epoch` (a pod that has
     /// not yet seen a switch cannot overwrite the new cluster's checkpoint). `Ok(false)` if the
     /// epoch moved on.
     pub async fn checkpoint(
@@ -223,17 +227,20 @@ impl ControlTable {
         group: &str,
         epoch: u64,
         offsets: &BTreeMap<String, i64>,
+        timestamps: &BTreeMap<String, i64>,
     ) -> Result<bool, ControlError> {
-        let map: HashMap<String, AttributeValue> =
-            offsets.iter().map(|(k, v)| (k.clone(), n(v))).collect();
+        let map = |m: &BTreeMap<String, i64>| {
+            AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), n(v))).collect())
+        };
         let r = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("group", s(group))
-            .update_expression("SET checkpoint = :cp, checkpoint_at = :at")
+            .update_expression("SET checkpoint = :cp, checkpoint_ts = :ts, checkpoint_at = :at")
             .condition_expression("epoch = :epoch")
-            .expression_attribute_values(":cp", AttributeValue::M(map))
+            .expression_attribute_values(":cp", map(offsets))
+            .expression_attribute_values(":ts", map(timestamps))
             .expression_attribute_values(":at", n(now_ms()))
             .expression_attribute_values(":epoch", n(epoch))
             .send()

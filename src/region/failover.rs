@@ -4,7 +4,7 @@
 //! table, proposes a switch when the primary is down (`mode = automatic`), writes offset
 //! checkpoints, and carries out switches: stop the consumer without committing to the dead
 //! cluster, resolve each partition's start offset on the target (synced group offsets, else the
-//! checkpoint, else a timestamp lookup), and restart the consumer against the target.
+//! checkpoint, else a timestamp lookup: `start.rs`), and restart the consumer against the target.
 //!
 //! It must not process records or commit offsets; the consumer does.
 
@@ -13,15 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::Active;
 use super::control::{ControlRecord, ControlTable, Switch};
 use super::health::{Health, HealthConfig, HealthMachine};
 use super::lag::{Cluster, LagProbe, PartitionLag};
+use super::start::{Progress, StartOffset, caught_up, committed_on, resolve_start};
 use crate::config::{ClusterConfig, Config, FailbackMode, FailoverMode, Side};
 use crate::kafka::consumer::ConsumerMsg;
 use crate::status::StatusBoard;
@@ -66,6 +64,9 @@ struct SwitchInfo {
     epoch: u64,
     reason: String,
     offset_sources: BTreeMap<String, usize>,
+    /// Explicit start offsets by `topic/partition` on the target (partitions starting at the
+    /// group's committed offset there are not listed).
+    start_offsets: BTreeMap<String, i64>,
     /// Seconds from the first failed probe (or the switch request) to the first record completed
     /// on the new cluster.
     duration_seconds: Option<f64>,
@@ -86,8 +87,9 @@ pub struct FailoverState {
     /// Since when the primary's probes fail (for the failover duration).
     failing_since: Option<Instant>,
     last_checkpoint: Instant,
-    /// Last committed offset and last record timestamp per `topic/partition` (source names).
-    progress: BTreeMap<String, i64>,
+    /// Last committed offset and last processed record timestamp per `topic/partition`
+    /// (source names).
+    progress: Progress,
     lags: Vec<PartitionLag>,
     last_switch: Option<SwitchInfo>,
     /// Set by an unplanned failover: with `failback = automatic`, go back once the primary has
@@ -152,13 +154,21 @@ impl FailoverState {
         }));
     }
 
-    /// Committed offsets of the active cluster's partitions, by source `topic/partition`.
+    /// Processed offsets and timestamps of the active cluster's partitions, by source
+    /// `topic/partition`.
     fn collect_progress(&mut self) {
         let prefix = self.cfg().cluster(self.args.active.side()).topic_prefix;
         for p in self.args.status.partitions() {
-            if let Some(c) = p.committed() {
-                let topic = p.topic.strip_prefix(prefix.as_str()).unwrap_or(&p.topic);
-                self.progress.insert(format!("{topic}/{}", p.partition), c);
+            let topic = p.topic.strip_prefix(prefix.as_str()).unwrap_or(&p.topic);
+            let key = format!("{topic}/{}", p.partition);
+            // Processed, not merely committed: every record below it is done in every required
+            // sink, so it is as safe a start and further ahead (async commit results are not
+            // reported back by the client, so `committed()` would lag anyway).
+            if let Some(c) = p.committable().or(p.committed()) {
+                self.progress.offsets.insert(key.clone(), c);
+            }
+            if let Some(ts) = p.processed_ts() {
+                self.progress.timestamps.insert(key, ts);
             }
         }
     }
@@ -305,8 +315,15 @@ impl FailoverState {
             return;
         }
         self.epoch = r.epoch;
-        for (k, v) in &r.checkpoint {
-            self.progress.entry(k.clone()).or_insert(*v);
+        // Other pods' progress: the furthest wins, so no pod's checkpoint moves a partition back.
+        for (mine, theirs) in [
+            (&mut self.progress.offsets, &r.checkpoint),
+            (&mut self.progress.timestamps, &r.checkpoint_ts),
+        ] {
+            for (k, v) in theirs {
+                let e = mine.entry(k.clone()).or_insert(*v);
+                *e = (*e).max(*v);
+            }
         }
         let Some(to) = Side::parse(&r.active_cluster) else {
             return;
@@ -322,13 +339,21 @@ impl FailoverState {
             return;
         };
         if self.last_checkpoint.elapsed() < self.cfg().failover.checkpoint_interval
-            || self.progress.is_empty()
+            || self.progress.offsets.is_empty()
         {
             return;
         }
         self.last_checkpoint = Instant::now();
         let group = self.cfg().kafka.group_id.clone();
-        if let Err(e) = control.checkpoint(&group, self.epoch, &self.progress).await {
+        if let Err(e) = control
+            .checkpoint(
+                &group,
+                self.epoch,
+                &self.progress.offsets,
+                &self.progress.timestamps,
+            )
+            .await
+        {
             tracing::debug!(error = %e, "checkpoint not written");
         }
     }
@@ -376,7 +401,11 @@ impl FailoverState {
             {
                 for ((t, p), o) in committed {
                     let topic = t.strip_prefix(src.topic_prefix.as_str()).unwrap_or(&t);
-                    let e = self.progress.entry(format!("{topic}/{p}")).or_insert(o);
+                    let e = self
+                        .progress
+                        .offsets
+                        .entry(format!("{topic}/{p}"))
+                        .or_insert(o);
                     *e = (*e).max(o);
                 }
             }
@@ -387,10 +416,21 @@ impl FailoverState {
         let target = self.cfg().cluster(to);
         let config = Arc::clone(&self.args.config);
         let progress = self.progress.clone();
-        let resolved =
-            tokio::task::spawn_blocking(move || resolve_start(&config, &target, &progress))
-                .await
-                .unwrap_or_default();
+        let resolved = match tokio::task::spawn_blocking(move || {
+            resolve_start(&config, &target, &progress)
+        })
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot resolve start offsets on the target; the group's offsets there (or auto_offset_reset) apply");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "start offset resolution panicked");
+                Vec::new()
+            }
+        };
         let mut sources = BTreeMap::new();
         let mut starts = HashMap::new();
         for StartOffset { tp, source, offset } in resolved {
@@ -409,6 +449,10 @@ impl FailoverState {
             epoch: self.epoch,
             reason: reason.clone(),
             offset_sources: sources,
+            start_offsets: starts
+                .iter()
+                .map(|((t, p), o)| (format!("{t}/{p}"), *o))
+                .collect(),
             duration_seconds: None,
             started,
             completed_before: completed(&self.args.status),
@@ -416,140 +460,6 @@ impl FailoverState {
         self.restart(myself, to, starts, reason);
         self.publish();
     }
-}
-
-/// Where one partition starts on the target cluster, and why.
-struct StartOffset {
-    /// `(topic on the target, partition)`.
-    tp: (String, i32),
-    /// `group` (synced group offsets), `checkpoint` or `reset` (`auto_offset_reset`).
-    source: &'static str,
-    /// `None`: the group's committed offset there (or the reset policy) is used.
-    offset: Option<i64>,
-}
-
-/// For each partition of the configured topics on `target`: where to start, and why.
-fn resolve_start(
-    config: &Config,
-    target: &ClusterConfig,
-    progress: &BTreeMap<String, i64>,
-) -> Vec<StartOffset> {
-    let mut out = Vec::new();
-    let mut c = ClientConfig::new();
-    for (k, v) in &target.properties {
-        if !k.starts_with("session.") && !k.starts_with("heartbeat.") {
-            c.set(k, v);
-        }
-    }
-    let Ok(client) = c
-        .set("bootstrap.servers", &target.bootstrap_servers)
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .create::<BaseConsumer>()
-    else {
-        return out;
-    };
-    let timeout = Duration::from_secs(5);
-    for t in &config.kafka.topics {
-        let name = format!("{}{t}", target.topic_prefix);
-        let partitions = client
-            .fetch_metadata(Some(&name), timeout)
-            .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-            .unwrap_or(0);
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&name, p as i32);
-        }
-        let committed = client.committed_offsets(tpl, timeout).ok();
-        for p in 0..partitions as i32 {
-            // Never start beyond what the target has: records the link had not mirrored are
-            // gone with the old cluster (the RPO), and an out-of-range offset would reset.
-            let high = client
-                .fetch_watermarks(&name, p, timeout)
-                .map(|(_, h)| h)
-                .unwrap_or(i64::MAX);
-            let cp = progress.get(&format!("{t}/{p}")).map(|c| (*c).min(high));
-            let group = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(&name, p))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            let (source, offset) = match (group, cp) {
-                (Some(g), Some(cp)) if cp > g => ("checkpoint", Some(cp)),
-                (Some(_), _) => ("group", None),
-                (None, Some(cp)) => ("checkpoint", Some(cp)),
-                (None, None) => ("reset", None),
-            };
-            out.push(StartOffset {
-                tp: (name.clone(), p),
-                source,
-                offset,
-            });
-        }
-    }
-    out
-}
-
-/// Committed offsets of `group` on `cluster` for the configured topics, by
-/// `(topic on that cluster, partition)`.
-fn committed_on(
-    config: &Config,
-    cluster: &ClusterConfig,
-) -> Result<BTreeMap<(String, i32), i64>, String> {
-    let mut c = ClientConfig::new();
-    for (k, v) in &cluster.properties {
-        if !k.starts_with("session.") && !k.starts_with("heartbeat.") {
-            c.set(k, v);
-        }
-    }
-    let client: BaseConsumer = c
-        .set("bootstrap.servers", &cluster.bootstrap_servers)
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(5);
-    let mut out = BTreeMap::new();
-    for t in &config.kafka.topics {
-        let name = format!("{}{t}", cluster.topic_prefix);
-        let n = client
-            .fetch_metadata(Some(&name), timeout)
-            .map_err(|e| format!("{}: {e}", cluster.name))?
-            .topics()
-            .first()
-            .map_or(0, |m| m.partitions().len() as i32);
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            tpl.add_partition(&name, p);
-        }
-        let got = client
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| format!("{}: {e}", cluster.name))?;
-        for e in got.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                out.insert((name.clone(), e.partition()), o);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Whether `cluster` holds every record below `offsets` (same partitions, its own topic names).
-fn caught_up(cluster: &ClusterConfig, offsets: &BTreeMap<(String, i32), i64>) -> bool {
-    let Ok(client) = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.bootstrap_servers)
-        .create::<BaseConsumer>()
-    else {
-        return false;
-    };
-    offsets.iter().all(|((t, p), o)| {
-        client
-            .fetch_watermarks(t, *p, Duration::from_secs(5))
-            .is_ok_and(|(_, high)| high >= *o)
-    })
 }
 
 impl FailoverState {
@@ -662,6 +572,10 @@ impl FailoverState {
             epoch: self.epoch,
             reason: reason.clone(),
             offset_sources: BTreeMap::from([("committed".to_string(), starts.len())]),
+            start_offsets: starts
+                .iter()
+                .map(|((t, p), o)| (format!("{t}/{p}"), *o))
+                .collect(),
             duration_seconds: None,
             started,
             completed_before: completed(&self.args.status),
@@ -726,7 +640,7 @@ impl Actor for FailoverActor {
             epoch: 0,
             failing_since: None,
             last_checkpoint: Instant::now(),
-            progress: BTreeMap::new(),
+            progress: Progress::default(),
             lags: Vec::new(),
             last_switch: None,
             failback_armed: false,

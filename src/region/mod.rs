@@ -1,10 +1,12 @@
-//! Multi-region resilience (DESIGN §6): cluster health, cluster-link lag and, in later steps, the
-//! shared failover decision. Nothing here consumes or writes records.
+//! Multi-region resilience (DESIGN §6): cluster health, cluster-link lag, the shared failover
+//! decision, start offsets on the target and the region-health actor that switches. Nothing here
+//! processes records.
 
 pub mod control;
 pub mod failover;
 pub mod health;
 pub mod lag;
+pub mod start;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

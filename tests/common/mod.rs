@@ -28,6 +28,46 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// Every log line of this test process, kept in memory (for assertions on what is *not* logged).
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Installs the capture as the process's subscriber, at trace level for the relay and the
+    /// HTTP stack (axum, hyper, tower, reqwest) and info for the rest. Call it before
+    /// `Env::start` (nextest runs each test in its own process).
+    pub fn install() -> LogCapture {
+        let cap = LogCapture::default();
+        let w = cap.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("info,cdc_relay=trace,axum=trace,hyper=trace,tower=trace,tower_http=trace,reqwest=trace")
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .try_init()
+            .expect("no other subscriber yet");
+        cap
+    }
+
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    }
+}
+
 impl Env {
     pub async fn start() -> Env {
         init_logs();
