@@ -6,16 +6,28 @@ mod common;
 use std::collections::BTreeMap;
 
 use cdc_relay::region::control::{ControlTable, Switch};
-use common::Env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switches_are_epoch_fenced_and_one_of_two_racers_wins() {
-    let env = Env::start().await;
-    cdc_relay::lab::create_table(&env.ddb, "relay-control", "group")
+    // moto's threaded server lets two racing conditional updates of one item both succeed
+    // (seen in 2 of 8 parallel runs); DynamoDB serializes them. This moto serves one request at
+    // a time, so the race below is decided the way DynamoDB decides it.
+    let moto = tokio::task::spawn_blocking(cdc_relay::lab::moto::Moto::start_serialized)
+        .await
+        .unwrap()
+        .expect("moto installed (scripts/setup.sh)");
+    let aws = cdc_relay::config::AwsConfig {
+        region: Some("us-west-2".into()),
+        endpoint_url: Some(moto.endpoint().to_string()),
+    };
+    let ddb = aws_sdk_dynamodb::Client::new(
+        &cdc_relay::sinks::aws::sdk_config(&aws, std::time::Duration::from_secs(10)).await,
+    );
+    cdc_relay::lab::create_table(&ddb, "relay-control", "group")
         .await
         .unwrap();
-    let a = ControlTable::new(env.ddb.clone(), "relay-control");
-    let b = ControlTable::new(env.ddb.clone(), "relay-control");
+    let a = ControlTable::new(ddb.clone(), "relay-control");
+    let b = ControlTable::new(ddb.clone(), "relay-control");
     assert_eq!(a.read("g").await.unwrap(), None);
     let (ra, rb) = tokio::join!(
         a.read_or_init("g", "primary", "pod-a"),

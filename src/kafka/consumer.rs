@@ -318,7 +318,14 @@ impl ConsumerContext for RelayContext {
             }
             Err(e) => {
                 metrics::counter!("cdc_relay_commits_total", "result" => "error", "mode" => "async").increment(1);
-                tracing::warn!(error = %e, "offset commit failed; retried at the next interval");
+                // A consumer that has just (re)joined has no coordinator for a moment: normal.
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::error::RDKafkaErrorCode::WaitingForCoordinator)
+                {
+                    tracing::debug!(error = %e, "offset commit deferred; retried at the next interval");
+                } else {
+                    tracing::warn!(error = %e, "offset commit failed; retried at the next interval");
+                }
             }
         }
     }

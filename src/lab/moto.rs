@@ -35,9 +35,30 @@ fn free_port() -> Result<u16, MotoError> {
         .map_err(|e| MotoError::Start(e.to_string()))
 }
 
+/// moto's server with one request at a time (werkzeug without threads). moto does not serialize
+/// conditional writes to one item across its request threads (two racing `UpdateItem`s with the
+/// same condition can both succeed); DynamoDB does. Tests of conditional races use this.
+const SERIALIZED: &str = r#"
+import os, sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+os.environ.setdefault("MOTO_PORT", sys.argv[2])
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False, request_handler=MotoRequestHandler)
+"#;
+
 impl Moto {
     /// Starts moto and waits until it answers.
     pub fn start() -> Result<Moto, MotoError> {
+        Self::launch(false)
+    }
+
+    /// Starts moto serving one request at a time: conditional writes are then atomic, as on
+    /// DynamoDB (see `SERIALIZED`). Slower; for race tests only.
+    pub fn start_serialized() -> Result<Moto, MotoError> {
+        Self::launch(true)
+    }
+
+    fn launch(serialized: bool) -> Result<Moto, MotoError> {
         let py = python();
         if !py.exists() {
             return Err(MotoError::NotInstalled(format!(
@@ -49,15 +70,14 @@ impl Moto {
         // A port taken between probing and binding is retried with another.
         for _ in 0..5 {
             let port = free_port()?;
+            let port_s = port.to_string();
+            let args: Vec<&str> = if serialized {
+                vec!["-c", SERIALIZED, "127.0.0.1", &port_s]
+            } else {
+                vec!["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_s]
+            };
             let child = Command::new(&py)
-                .args([
-                    "-m",
-                    "moto.server",
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                ])
+                .args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -416,21 +416,32 @@ impl FailoverState {
         let target = self.cfg().cluster(to);
         let config = Arc::clone(&self.args.config);
         let progress = self.progress.clone();
-        let resolved = match tokio::task::spawn_blocking(move || {
-            resolve_start(&config, &target, &progress)
-        })
-        .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot resolve start offsets on the target; the group's offsets there (or auto_offset_reset) apply");
-                Vec::new()
+        // The target answered the probes, so a failure here is transient: a few attempts before
+        // falling back to the group's offsets there (or auto_offset_reset).
+        let mut resolved = Vec::new();
+        for attempt in 1..=3 {
+            let (config, target, progress) =
+                (Arc::clone(&config), target.clone(), progress.clone());
+            match tokio::task::spawn_blocking(move || resolve_start(&config, &target, &progress))
+                .await
+            {
+                Ok(Ok(r)) => {
+                    resolved = r;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(attempt, error = %e, "cannot resolve start offsets on the target")
+                }
+                Err(e) => tracing::warn!(attempt, error = %e, "start offset resolution panicked"),
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "start offset resolution panicked");
-                Vec::new()
+            if attempt == 3 {
+                tracing::error!(
+                    "start offsets unresolved: the group's offsets on the target (or auto_offset_reset) apply"
+                );
+            } else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        };
+        }
         let mut sources = BTreeMap::new();
         let mut starts = HashMap::new();
         for StartOffset { tp, source, offset } in resolved {
