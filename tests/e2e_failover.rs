@@ -407,6 +407,36 @@ fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Produces `per_partition` new keys (one INSERT each, `_seq` 1) to every partition of the
+/// scenario's topic on the primary; their ids are `base + partition × 100 + i`. Returns the keys.
+async fn produce_changes(
+    env: &Env,
+    s: &common::Scenario,
+    base: i64,
+    per_partition: i64,
+) -> Vec<String> {
+    let poisons =
+        common::poison::Poisons::new(&common::registry(env), &format!("{}-value", s.topic)).await;
+    let producer = common::poison::producer(&env.bootstrap());
+    let mut keys = Vec::new();
+    for p in 0..PARTITIONS {
+        for i in 0..per_partition {
+            let id = base + i64::from(p) * 100 + i;
+            common::poison::send(
+                &producer,
+                &s.topic,
+                p,
+                &id.to_string(),
+                &poisons.good(id, 1),
+                &[],
+            )
+            .await;
+            keys.push(id.to_string());
+        }
+    }
+    keys
+}
+
 /// Polls `/metrics` until `ok` holds, which must happen within `limit` of `since`; the text.
 async fn metrics_within(
     relay: &cdc_relay::relay::RelayHandle,
@@ -448,24 +478,8 @@ async fn e2e_link_lag_metrics_follow_the_truth() {
         .unwrap();
     env.wait_progress(&s, 500).await;
     link.pause();
-    let poisons =
-        common::poison::Poisons::new(&common::registry(&env), &format!("{}-value", s.topic)).await;
-    let producer = common::poison::producer(&env.bootstrap());
     let produced_at = std::time::SystemTime::now();
-    for p in 0..PARTITIONS {
-        for i in 0..10 {
-            let id = 700_000 + i64::from(p) * 100 + i;
-            common::poison::send(
-                &producer,
-                &s.topic,
-                p,
-                &id.to_string(),
-                &poisons.good(id, 1),
-                &[],
-            )
-            .await;
-        }
-    }
+    produce_changes(&env, &s, 700_000, 10).await;
     // The truth now; the metrics must show it within one probe interval (plus the probe's own
     // run time, `EPS`), and `link_lag_seconds` must be the age of the oldest unmirrored record as
     // of at most one probe interval ago.
@@ -536,25 +550,7 @@ async fn e2e_link_paused_then_primary_dies_loses_only_the_unmirrored() {
     env.wait_progress(&s, 1_000).await;
     link.pause();
     // New changes arrive on the primary while the link is stalled.
-    let poisons =
-        common::poison::Poisons::new(&common::registry(&env), &format!("{}-value", s.topic)).await;
-    let producer = common::poison::producer(&env.bootstrap());
-    let mut extra = Vec::new();
-    for p in 0..PARTITIONS {
-        for i in 0..20 {
-            let id = 600_000 + i64::from(p) * 100 + i;
-            common::poison::send(
-                &producer,
-                &s.topic,
-                p,
-                &id.to_string(),
-                &poisons.good(id, 1),
-                &[],
-            )
-            .await;
-            extra.push(id.to_string());
-        }
-    }
+    let extra = produce_changes(&env, &s, 600_000, 20).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let primary_end = watermarks(&env.bootstrap(), &s.topic);
     let mirrored = watermarks(secondary.bootstrap_servers(), &mirror);

@@ -453,21 +453,7 @@ impl FailoverState {
                 starts.insert(tp, o);
             }
         }
-        metrics::counter!("cdc_relay_failovers_total", "to" => to.as_str()).increment(1);
-        self.last_switch = Some(SwitchInfo {
-            from,
-            to,
-            epoch: self.epoch,
-            reason: reason.clone(),
-            offset_sources: sources,
-            start_offsets: starts
-                .iter()
-                .map(|((t, p), o)| (format!("{t}/{p}"), *o))
-                .collect(),
-            duration_seconds: None,
-            started,
-            completed_before: completed(&self.args.status),
-        });
+        self.note_switch(from, to, &reason, sources, &starts, started);
         self.restart(myself, to, starts, reason);
         self.publish();
     }
@@ -577,12 +563,34 @@ impl FailoverState {
         let starts: HashMap<(String, i32), i64> = target.clone().into_iter().collect();
         metrics::counter!("cdc_relay_failover_offset_source_total", "source" => "committed")
             .increment(starts.len() as u64);
+        let sources = BTreeMap::from([("committed".to_string(), starts.len())]);
+        self.note_switch(from, to, &reason, sources, &starts, started);
+        self.restart(myself, to, starts, reason);
+        self.publish();
+        Ok(serde_json::json!({
+            "from": from, "to": to, "epoch": self.epoch, "caught_up": is_caught_up,
+            "waited_ms": started.elapsed().as_millis() as u64,
+            "start_offsets": target.iter().map(|((t, p), o)| (format!("{t}/{p}"), *o)).collect::<BTreeMap<_, _>>(),
+        }))
+    }
+
+    /// Records a switch for `/status` and the duration metric, and counts it.
+    fn note_switch(
+        &mut self,
+        from: Side,
+        to: Side,
+        reason: &str,
+        offset_sources: BTreeMap<String, usize>,
+        starts: &HashMap<(String, i32), i64>,
+        started: Instant,
+    ) {
+        metrics::counter!("cdc_relay_failovers_total", "to" => to.as_str()).increment(1);
         self.last_switch = Some(SwitchInfo {
             from,
             to,
             epoch: self.epoch,
-            reason: reason.clone(),
-            offset_sources: BTreeMap::from([("committed".to_string(), starts.len())]),
+            reason: reason.to_string(),
+            offset_sources,
             start_offsets: starts
                 .iter()
                 .map(|((t, p), o)| (format!("{t}/{p}"), *o))
@@ -591,14 +599,6 @@ impl FailoverState {
             started,
             completed_before: completed(&self.args.status),
         });
-        self.restart(myself, to, starts, reason);
-        metrics::counter!("cdc_relay_failovers_total", "to" => to.as_str()).increment(1);
-        self.publish();
-        Ok(serde_json::json!({
-            "from": from, "to": to, "epoch": self.epoch, "caught_up": is_caught_up,
-            "waited_ms": started.elapsed().as_millis() as u64,
-            "start_offsets": target.iter().map(|((t, p), o)| (format!("{t}/{p}"), *o)).collect::<BTreeMap<_, _>>(),
-        }))
     }
 
     /// Points `Active` at `side` and has the root start the consumer again.
