@@ -15,43 +15,15 @@ use cdc_relay::lab::link::{ClusterLink, LinkOptions};
 use cdc_relay::lab::registry_fixture::RegistryFixture;
 use cdc_relay::relay::{self, StartOptions};
 use common::{Env, PARTITIONS, Plan};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const PREFIX: &str = "primary.";
 
 fn watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    (0..PARTITIONS)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(5))
-                .unwrap()
-                .1
-        })
-        .collect()
+    common::end_offsets_on(bootstrap, topic, PARTITIONS)
 }
 
 fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<Option<i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
-    (0..PARTITIONS)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        })
-        .collect()
+    common::committed_on(bootstrap, group, topic, PARTITIONS)
 }
 
 /// Waits until the mirror topic on the secondary has every record up to `ends`.

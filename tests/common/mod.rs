@@ -68,6 +68,46 @@ impl LogCapture {
     }
 }
 
+/// High watermarks of `topic`'s partitions on the cluster at `bootstrap`.
+pub fn end_offsets_on(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// `group`'s committed offsets of `topic` on the cluster at `bootstrap` (None = nothing committed).
+pub fn committed_on(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Env {
     pub async fn start() -> Env {
         init_logs();
@@ -183,37 +223,12 @@ key = ["id"]
 
     /// High watermarks of `topic`'s partitions.
     pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()
-            .unwrap();
-        (0..partitions)
-            .map(|p| {
-                c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1
-            })
-            .collect()
+        end_offsets_on(&self.bootstrap(), topic, partitions)
     }
 
     /// The group's committed offsets, read from the broker (None = nothing committed).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", group)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        (0..partitions)
-            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
-            .collect()
+        committed_on(&self.bootstrap(), group, topic, partitions)
     }
 
     /// Waits until the group has committed every partition up to `ends`.
