@@ -43,14 +43,18 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
-        .route(
-            "/metrics",
-            get(|| async { crate::telemetry::metrics::render() }),
-        )
+        .route("/metrics", get(metrics))
         .route("/status", get(status_json))
         .route("/admin/failover", post(failover))
         .route("/admin/failback", post(failback))
         .with_state(state)
+}
+
+/// The recorder's metrics plus the per-partition series of the partitions owned now.
+async fn metrics(State(state): State<AdminState>) -> String {
+    let mut text = crate::telemetry::metrics::render();
+    text.push_str(&state.status.partition_metrics());
+    text
 }
 
 /// Constant-time comparison, so response timing says nothing about the token.

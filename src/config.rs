@@ -882,6 +882,38 @@ impl Config {
             if eb.detail_type.trim().is_empty() {
                 bad("eventbridge.detail_type", "must not be empty");
             }
+            // PutEvents' entry rules (moto does not enforce them; EventBridge rejects the entry).
+            if eb.source.chars().count() > 256 {
+                bad(
+                    "eventbridge.source",
+                    "must be at most 256 characters (PutEvents)",
+                );
+            }
+            if eb.source.starts_with("aws.") {
+                bad(
+                    "eventbridge.source",
+                    "must not start with \"aws.\" (reserved by AWS)",
+                );
+            }
+            let longest_op = ["INSERT", "UPDATE", "DELETE", "REFRESH"];
+            for r in self.routes.iter().filter(|r| self.events_for(r).is_some()) {
+                for op in longest_op {
+                    let dt = eb
+                        .detail_type
+                        .replace("{table}", &r.table)
+                        .replace("{op}", op);
+                    if dt.chars().count() > 128 {
+                        bad(
+                            "eventbridge.detail_type",
+                            &format!(
+                                "{dt:?} (table {}) is over PutEvents' 128 characters",
+                                r.table
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
             if eb.concurrency == 0 {
                 bad("eventbridge.concurrency", "must be at least 1");
             }

@@ -133,6 +133,19 @@ pub enum GenerateError {
     Encode(String),
     #[error("expected-state file {path}: {detail}")]
     File { path: String, detail: String },
+    /// The cluster no longer holds records this run produced: its log start offset moved past
+    /// them (retention). librdkafka's mock cluster (`cdc-relay lab`) keeps only
+    /// `lab::kafka::PARTITION_RETENTION_BYTES` of record batches per partition.
+    #[error(
+        "the cluster dropped {dropped} of the {records} records just produced ({detail}); \
+         the expected state cannot be reached. The lab's mock cluster keeps about 5 MiB of records \
+         per partition: produce fewer records, or spread them over more partitions"
+    )]
+    Dropped {
+        dropped: u64,
+        records: u64,
+        detail: String,
+    },
 }
 
 /// One expected DynamoDB item.
@@ -140,7 +153,7 @@ pub enum GenerateError {
 pub struct ExpectedItem {
     pub table: String,
     pub pk: String,
-    /// Attributes in DynamoDB JSON (`{"S": ..}`, `{"N": ..}`, ...), excluding `_src` and `_ts`.
+    /// Attributes in DynamoDB JSON (`{"S": ..}`, `{"N": ..}`, ...), excluding `_src`.
     pub item: BTreeMap<String, serde_json::Value>,
 }
 
@@ -413,6 +426,8 @@ pub async fn generate(
     let base_ms: i64 = 1_790_000_000_000;
     let mut planned: Vec<Planned> = Vec::new();
     let mut pending = Vec::new();
+    // The first offset this run wrote to each (topic, partition).
+    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let total_weight = spec.mix.update + spec.mix.delete + spec.mix.refresh;
     for n in 0..spec.records {
         if spec.tables.is_empty() || spec.keys_per_table == 0 {
@@ -499,7 +514,7 @@ pub async fn generate(
         *report.by_op.entry(op.as_str().to_string()).or_default() += 1;
         report.records += 1;
         if pending.len() >= 2000 {
-            collect(&mut pending, &mut planned, spec.envelope).await?;
+            collect(&mut pending, &mut planned, spec, &mut first).await?;
         }
         if let Some(rate) = spec.rate {
             let due = Duration::from_secs_f64((n + 1) as f64 / f64::from(rate.max(1)));
@@ -508,10 +523,11 @@ pub async fn generate(
             }
         }
     }
-    collect(&mut pending, &mut planned, spec.envelope).await?;
+    collect(&mut pending, &mut planned, spec, &mut first).await?;
     producer
         .flush(Duration::from_secs(30))
         .map_err(|e| GenerateError::Kafka(e.to_string()))?;
+    check_retained(producer.client(), &first, report.records)?;
 
     let mut expected = ExpectedState::default();
     for p in planned {
@@ -531,6 +547,12 @@ pub async fn generate(
             crate::route::ATTR_DELETED.into(),
             Value::Bool(p.op == Op::Delete),
         );
+        // The source commit time every envelope carries (Qlik `headers.timestamp`, Debezium
+        // `source.ts_ms`, the simple envelope's `timestamp`), never the Kafka timestamp.
+        item.insert(
+            crate::route::ATTR_TS.into(),
+            Value::Number(p.ts_ms.to_string()),
+        );
         expected
             .tables
             .entry(p.table)
@@ -548,11 +570,43 @@ pub async fn generate(
     Ok((report, expected))
 }
 
-/// Awaits delivery of the pending records; fills the simple envelope's offset-based `_seq`.
+/// Fails when the cluster's log start offset moved past a record this run produced (the records
+/// before it are gone, so no consumer can reach the expected state).
+fn check_retained<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    first: &BTreeMap<(String, i32), i64>,
+    records: u64,
+) -> Result<(), GenerateError> {
+    let mut dropped = 0u64;
+    let mut detail = Vec::new();
+    for ((topic, partition), first_offset) in first {
+        let (low, _) = client
+            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+            .map_err(|e| GenerateError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))?;
+        if low > *first_offset {
+            dropped += u64::try_from(low - first_offset).unwrap_or(0);
+            detail.push(format!(
+                "{topic}/{partition}: log starts at {low}, this run wrote from {first_offset}"
+            ));
+        }
+    }
+    if dropped > 0 {
+        return Err(GenerateError::Dropped {
+            dropped: dropped.min(records),
+            records,
+            detail: detail.join("; "),
+        });
+    }
+    Ok(())
+}
+
+/// Awaits delivery of the pending records; fills the simple envelope's offset-based `_seq` and
+/// notes the first offset written to each partition.
 async fn collect(
     pending: &mut Vec<rdkafka::producer::DeliveryFuture>,
     planned: &mut [Planned],
-    envelope: EnvelopeKind,
+    spec: &GenerateSpec,
+    first: &mut BTreeMap<(String, i32), i64>,
 ) -> Result<(), GenerateError> {
     let start = planned.len() - pending.len();
     for (i, fut) in pending.drain(..).enumerate() {
@@ -560,7 +614,12 @@ async fn collect(
             .await
             .map_err(|_| GenerateError::Kafka("delivery cancelled".into()))?
             .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
-        if envelope == EnvelopeKind::Simple
+        if let Some(p) = planned.get(start + i) {
+            let tp = (format!("{}{}", spec.topic_prefix, p.table), d.partition);
+            let e = first.entry(tp).or_insert(d.offset);
+            *e = (*e).min(d.offset);
+        }
+        if spec.envelope == EnvelopeKind::Simple
             && let Some(p) = planned.get_mut(start + i)
         {
             p.seq = Some(Seq::from_ts_and_offset(
@@ -570,6 +629,16 @@ async fn collect(
         }
     }
     Ok(())
+}
+
+/// Qlik's `headers.timestamp`: the source commit time in UTC, `YYYY-MM-DD hh:mm:ss.ffffff`.
+pub fn qlik_timestamp(ts_ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ts_ms).unwrap_or(0));
+    humantime::format_rfc3339_micros(at)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -617,7 +686,7 @@ fn encode(
                                 Avro::Enum(op_index(op), op.as_str().into()),
                             ),
                             ("changeSequence".into(), Avro::String(seq_digits.into())),
-                            ("timestamp".into(), Avro::String(ts_ms.to_string())),
+                            ("timestamp".into(), Avro::String(qlik_timestamp(ts_ms))),
                             ("streamPosition".into(), Avro::String(format!("pos-{n}"))),
                             (
                                 "transactionId".into(),
@@ -670,7 +739,7 @@ fn encode(
                     "magic": "atMSG", "type": "DT", "headers": null, "messageSchemaId": null, "messageSchema": null,
                     "message": {
                         "data": opt_json(qlik_data), "beforeData": opt_json(qlik_before),
-                        "headers": {"operation": op.as_str(), "changeSequence": seq_digits, "timestamp": ts_ms.to_string(),
+                        "headers": {"operation": op.as_str(), "changeSequence": seq_digits, "timestamp": qlik_timestamp(ts_ms),
                                     "streamPosition": format!("pos-{n}"), "transactionId": format!("tx-{}", n / 10)}
                     }
                 }),

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod kafka;
 pub mod lab;
 pub mod partition;
+pub mod record;
 pub mod region;
 pub mod relay;
 pub mod route;

@@ -189,6 +189,9 @@ fn main() -> ExitCode {
     // The demo prints its own progress; only warnings and errors are logged unless RUST_LOG says otherwise.
     let default_filter = if matches!(cli.cmd, Cmd::Demo { .. }) {
         "warn,librdkafka=off,rdkafka=off"
+    } else if matches!(cli.cmd, Cmd::Lab { .. }) {
+        // The lab's own clients (the link emulator) report every fault the lab injects.
+        "info,librdkafka=off,rdkafka=off"
     } else {
         "info,rdkafka=warn"
     };
@@ -318,49 +321,45 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             mirror_prefix,
             groups,
         } => {
-            let lab = cdc_relay::lab::Lab::start(cdc_relay::lab::LabOptions {
-                brokers,
-                moto: !no_moto && cdc_relay::lab::moto::python().exists(),
-                registry_auth: None,
-            })
-            .await?;
-            let mut names = Vec::new();
             let mut with_parts = Vec::new();
             for t in topics {
                 let (name, parts) = t.split_once(':').unwrap_or((t.as_str(), "3"));
                 let parts: i32 = parts
                     .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
                     .with_context(|| format!("bad partition count in {t:?}"))?;
-                lab.kafka.create_topic(name, parts)?;
-                names.push(name.to_string());
                 with_parts.push((name.to_string(), parts));
             }
-            let second = if regions == 2 {
-                Some(
-                    cdc_relay::lab::SecondRegion::start(
-                        lab.kafka.bootstrap_servers(),
-                        &lab.registry,
-                        brokers,
-                        &with_parts,
-                        &mirror_prefix,
-                        &groups,
-                    )
-                    .await?,
-                )
-            } else {
-                None
-            };
-            let mut info = serde_json::to_value(lab.info(names))?;
-            if let (Some(s), Some(obj)) = (&second, info.as_object_mut()) {
-                obj.insert(
-                    "secondary".into(),
-                    serde_json::to_value(s.info(&with_parts, &groups))?,
-                );
+            let session =
+                cdc_relay::lab::session::Session::start(cdc_relay::lab::session::SessionOptions {
+                    brokers,
+                    topics: with_parts,
+                    moto: !no_moto,
+                    regions,
+                    mirror_prefix,
+                    groups,
+                })
+                .await?;
+            eprintln!("{}", session.moto_note);
+            println!("{}", session.info());
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
             }
-            println!("{info}");
-            tokio::signal::ctrl_c().await?;
-            drop(second);
-            Ok(ExitCode::SUCCESS)
+            eprintln!("lab: stopping");
+            // Within 5 s whatever state the clusters are in: moto is killed at once, the rest
+            // gets 3 s to close, then the process exits (ending what is left).
+            let clean =
+                tokio::task::spawn_blocking(move || session.shutdown(Duration::from_secs(3)))
+                    .await
+                    .unwrap_or(false);
+            if !clean {
+                eprintln!("lab: some clients did not close within 3 s; exiting anyway");
+            }
+            std::process::exit(0);
         }
         Cmd::Verify {
             expected,

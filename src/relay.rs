@@ -61,6 +61,8 @@ pub struct StartOptions {
 struct ConsumerSpec {
     config: Arc<Config>,
     active: Arc<crate::region::Active>,
+    /// The decoder of each side (the same one without a registry per region).
+    decoders: (Decoder, Decoder),
     deps: Arc<PartitionDeps>,
     status: Arc<StatusBoard>,
     current: Arc<Mutex<Option<ActorRef<ConsumerMsg>>>>,
@@ -83,9 +85,14 @@ impl ChildSpec for ConsumerSpec {
         &self,
         supervisor: ActorCell,
     ) -> futures::future::BoxFuture<'static, Result<ActorCell, SpawnErr>> {
+        let side = self.active.side();
         let args = ConsumerArgs {
             config: Arc::clone(&self.config),
-            cluster: self.config.cluster(self.active.side()),
+            cluster: self.config.cluster(side),
+            decoder: match side {
+                Side::Primary => self.decoders.0.clone(),
+                Side::Secondary => self.decoders.1.clone(),
+            },
             start_offsets: self.active.take_start_offsets(),
             deps: Arc::clone(&self.deps),
             status: Arc::clone(&self.status),
@@ -374,18 +381,14 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         );
     }
     let active = Arc::new(crate::region::Active::new(Side::Primary));
-    let primary_registry = RegistryClient::new(&config.registry(Side::Primary))?;
-    let decoder = if config.has_regional_registry() {
-        Decoder::per_region(
-            primary_registry,
-            RegistryClient::new(&config.registry(Side::Secondary))?,
-            Arc::clone(&active),
-        )
+    let primary = Decoder::new(RegistryClient::new(&config.registry(Side::Primary))?);
+    let decoders = if config.has_regional_registry() {
+        let secondary = Decoder::new(RegistryClient::new(&config.registry(Side::Secondary))?);
+        (primary, secondary)
     } else {
-        Decoder::new(primary_registry)
+        (primary.clone(), primary)
     };
     let deps = Arc::new(PartitionDeps {
-        decoder,
         routes,
         dlq,
         region,
@@ -451,6 +454,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     children.push(Arc::new(ConsumerSpec {
         config: Arc::clone(&config),
         active: Arc::clone(&active),
+        decoders,
         deps,
         status: Arc::clone(&status),
         current: Arc::clone(&current),
@@ -521,11 +525,7 @@ impl RelayHandle {
     /// Drains in-flight records, commits, leaves the group and stops everything.
     pub async fn shutdown(self) {
         if let Some(c) = self.consumer() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if c.cast(ConsumerMsg::Shutdown(tx)).is_ok() {
-                let _ =
-                    tokio::time::timeout(self.shutdown_timeout + Duration::from_secs(5), rx).await;
-            }
+            crate::kafka::consumer::stop(&c, true, self.shutdown_timeout).await;
         }
         self.finish().await;
     }
@@ -533,18 +533,7 @@ impl RelayHandle {
     /// Stops without committing anything more, like a crash (tests and chaos).
     pub async fn abort(self) {
         if let Some(c) = self.consumer() {
-            let _ = c.cast(ConsumerMsg::Abort);
-            for _ in 0..200 {
-                if !matches!(
-                    c.get_status(),
-                    ractor::ActorStatus::Running
-                        | ractor::ActorStatus::Starting
-                        | ractor::ActorStatus::Upgrading
-                ) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            crate::kafka::consumer::stop(&c, false, self.shutdown_timeout).await;
         }
         self.finish().await;
     }

@@ -1,7 +1,10 @@
 //! Routing: a `ChangeEvent` plus its route → the `WriteRequest` for the route's DynamoDB table.
 //!
-//! Builds the item (`pk`, columns, `_seq`, `_op`, `_src`, `_ts`, `_deleted`) and checks the key
-//! and the item size. It must not perform I/O.
+//! Builds the item (`pk`, columns, `_seq`, `_op`, `_src`, `_ts`, `_deleted`) and checks it against
+//! DynamoDB's rules: key value size, attribute names, number precision and range, nesting depth and
+//! item size. DynamoDB rejects a whole BatchWriteItem or TransactWriteItems call for one invalid
+//! item (and moto accepts much of it), so each record is checked here, alone, and a bad one is
+//! poison before it can fail its batch. It must not perform I/O.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,12 +44,39 @@ pub struct WriteRequest {
     pub item_bytes: usize,
 }
 
+/// DynamoDB limits (Developer Guide, "Service, account, and table quotas" and "Naming rules").
+pub mod limits {
+    /// A partition key value, in bytes (UTF-8).
+    pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
+    /// An attribute name, in bytes.
+    pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 65535;
+    /// Nested lists and maps.
+    pub const MAX_DEPTH: usize = 32;
+    /// Significant digits of a number.
+    pub const MAX_NUMBER_DIGITS: usize = 38;
+    /// Decimal exponent range of a non-zero number: 1E-130 ..= 9.99…E+125.
+    pub const MIN_EXPONENT: i64 = -130;
+    pub const MAX_EXPONENT: i64 = 125;
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
     #[error("key column {column:?} is missing or null in the {image} image")]
     MissingKey { column: String, image: &'static str },
     #[error("item is {bytes} bytes, over the {limit}-byte limit")]
     ItemTooLarge { bytes: usize, limit: usize },
+    #[error("the partition key value is {0}: DynamoDB needs 1 to 2048 bytes")]
+    BadKeyValue(String),
+    #[error("attribute name {name:?}: {detail}")]
+    AttributeName { name: String, detail: &'static str },
+    #[error("attribute {attribute:?}: number {value} {detail}")]
+    BadNumber {
+        attribute: String,
+        value: String,
+        detail: &'static str,
+    },
+    #[error("attribute {attribute:?} nests lists/maps deeper than DynamoDB's 32 levels")]
+    TooDeep { attribute: String },
 }
 
 impl RouteError {
@@ -58,6 +88,10 @@ impl RouteError {
         match self {
             RouteError::MissingKey { .. } => "missing_key",
             RouteError::ItemTooLarge { .. } => "item_too_large",
+            RouteError::BadKeyValue(_) => "bad_key_value",
+            RouteError::AttributeName { .. } => "bad_attribute_name",
+            RouteError::BadNumber { .. } => "bad_number",
+            RouteError::TooDeep { .. } => "too_deep",
         }
     }
 }
@@ -102,6 +136,12 @@ impl Route {
             parts.push(v);
         }
         let pk = parts.join("#");
+        if pk.is_empty() {
+            return Err(RouteError::BadKeyValue("empty".into()));
+        }
+        if pk.len() > limits::MAX_PARTITION_KEY_BYTES {
+            return Err(RouteError::BadKeyValue(format!("{} bytes", pk.len())));
+        }
         let ts = ev.ts_ms.or(kafka_ts_ms).unwrap_or(0);
         let meta = |item: &mut BTreeMap<String, Value>, deleted: bool| {
             item.insert(self.cfg.pk_attribute.clone(), Value::String(pk.clone()));
@@ -138,6 +178,9 @@ impl Route {
                 WriteKind::Put(item)
             }
         };
+        if let WriteKind::Put(item) = &kind {
+            check_item(item)?;
+        }
         let item_bytes = match &kind {
             WriteKind::Put(item) => item_size(item),
             WriteKind::Delete => self.cfg.pk_attribute.len() + pk.len(),
@@ -159,6 +202,85 @@ impl Route {
             item_bytes,
         })
     }
+}
+
+/// Checks every attribute against DynamoDB's rules (names, numbers, nesting).
+pub fn check_item(item: &BTreeMap<String, Value>) -> Result<(), RouteError> {
+    for (name, v) in item {
+        if name.is_empty() {
+            return Err(RouteError::AttributeName {
+                name: name.clone(),
+                detail: "must not be empty",
+            });
+        }
+        if name.len() > limits::MAX_ATTRIBUTE_NAME_BYTES {
+            return Err(RouteError::AttributeName {
+                name: crate::dlq::truncate(name, 64),
+                detail: "is longer than 64 KB",
+            });
+        }
+        check_value(name, v, 1)?;
+    }
+    Ok(())
+}
+
+fn check_value(attribute: &str, v: &Value, depth: usize) -> Result<(), RouteError> {
+    match v {
+        Value::Number(n) => number_ok(n).map_err(|detail| RouteError::BadNumber {
+            attribute: attribute.to_string(),
+            value: crate::dlq::truncate(n, 64),
+            detail,
+        }),
+        Value::List(_) | Value::Map(_) if depth > limits::MAX_DEPTH => Err(RouteError::TooDeep {
+            attribute: attribute.to_string(),
+        }),
+        Value::List(l) => l
+            .iter()
+            .try_for_each(|x| check_value(attribute, x, depth + 1)),
+        Value::Map(m) => m
+            .values()
+            .try_for_each(|x| check_value(attribute, x, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether DynamoDB accepts `n` as a number: decimal text (optional sign, digits, optional
+/// fraction and exponent), at most 38 significant digits, zero or a magnitude within
+/// 1E-130 ..= 9.99…E+125.
+pub fn number_ok(n: &str) -> Result<(), &'static str> {
+    let unsigned = n.strip_prefix(['-', '+']).unwrap_or(n);
+    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+        Some(i) => (
+            &unsigned[..i],
+            unsigned[i + 1..]
+                .parse::<i64>()
+                .map_err(|_| "is not a decimal number")?,
+        ),
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return Err("is not a decimal number");
+    }
+    let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let Some(first) = digits.iter().position(|&d| d != b'0') else {
+        return Ok(());
+    };
+    let last = digits.iter().rposition(|&d| d != b'0').unwrap_or(first);
+    if last - first + 1 > limits::MAX_NUMBER_DIGITS {
+        return Err("has more than 38 significant digits");
+    }
+    let magnitude =
+        i64::try_from(int.len()).unwrap_or(i64::MAX) - 1 - i64::try_from(first).unwrap_or(0) + exp;
+    if magnitude > limits::MAX_EXPONENT {
+        return Err("is larger than DynamoDB's 9.99E+125");
+    }
+    if magnitude < limits::MIN_EXPONENT {
+        return Err("is smaller than DynamoDB's 1E-130");
+    }
+    Ok(())
 }
 
 /// DynamoDB's item size rules: attribute names plus values (numbers ~1 byte per 2 digits + 1,
@@ -298,5 +420,93 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, RouteError::ItemTooLarge { limit: 1000, .. }));
         assert_eq!(e.class(), ErrorClass::Poison);
+    }
+
+    fn build(row: &[(&str, Value)]) -> Result<WriteRequest, RouteError> {
+        route("").build(ev(Op::Insert, row), None, 400 * 1024)
+    }
+
+    fn key() -> [(&'static str, Value); 2] {
+        [
+            ("id", Value::Number("4".into())),
+            ("region", Value::String("eu".into())),
+        ]
+    }
+
+    #[test]
+    fn what_dynamodb_would_refuse_is_poison_per_record() {
+        // Key values: empty, or over 2048 bytes.
+        let e = build(&[
+            ("id", Value::String(String::new())),
+            ("region", Value::String(String::new())),
+        ]);
+        assert!(e.is_ok(), "\"#\" is a non-empty key");
+        let long = "k".repeat(2048);
+        let e = build(&[
+            ("id", Value::String(long)),
+            ("region", Value::String("e".into())),
+        ]);
+        assert_eq!(e.unwrap_err().reason(), "bad_key_value");
+        let cfg = Config::from_toml(
+            "[kafka]\nbootstrap_servers='a:1'\ntopics=['t']\n[schema_registry]\nurl='http://x'\n[[routes]]\ntopic='t'\ntable='tbl'\nkey=['id']\n",
+        )
+        .unwrap();
+        let e = Route::new(cfg.routes[0].clone())
+            .build(
+                ev(Op::Insert, &[("id", Value::String(String::new()))]),
+                None,
+                1000,
+            )
+            .unwrap_err();
+        assert_eq!(e.reason(), "bad_key_value");
+
+        // Attribute names.
+        let mut row = key().to_vec();
+        row.push(("", Value::Bool(true)));
+        assert_eq!(build(&row).unwrap_err().reason(), "bad_attribute_name");
+
+        // Numbers: precision and range, nested too.
+        for bad in [
+            "1234567890123456789012345678901234567890",
+            "1e126",
+            "1e-131",
+            "NaN",
+            "1.2.3",
+        ] {
+            let mut row = key().to_vec();
+            row.push(("n", Value::List(vec![Value::Number(bad.into())])));
+            let e = build(&row).unwrap_err();
+            assert_eq!(e.reason(), "bad_number", "{bad}: {e}");
+        }
+        for good in [
+            "0",
+            "-0.000",
+            "12345678901234567890123456789012345678",
+            "1234567890123456789012345678901234567800000",
+            "9.9999999999999999999999999999999999999E+125",
+            "1E-130",
+            "0.00000000001",
+            "-42.5",
+        ] {
+            let mut row = key().to_vec();
+            row.push(("n", Value::Number(good.into())));
+            build(&row).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+
+        // Nesting deeper than 32 levels.
+        let mut deep = Value::Number("1".into());
+        for _ in 0..33 {
+            deep = Value::List(vec![deep]);
+        }
+        let mut row = key().to_vec();
+        row.push(("deep", deep));
+        assert_eq!(build(&row).unwrap_err().reason(), "too_deep");
+        let mut ok = Value::Number("1".into());
+        for _ in 0..32 {
+            ok = Value::List(vec![ok]);
+        }
+        let mut row = key().to_vec();
+        row.push(("deep", ok));
+        build(&row).unwrap();
     }
 }

@@ -162,15 +162,6 @@ impl PartitionState {
         self.stopped.lock().ok().and_then(|s| s.clone())
     }
     pub fn set_stopped(&self, info: Option<StopInfo>) {
-        let label = [
-            ("topic", self.topic.clone()),
-            ("partition", self.partition.to_string()),
-        ];
-        metrics::gauge!("cdc_relay_partition_stopped", &label).set(if info.is_some() {
-            1.0
-        } else {
-            0.0
-        });
         if let Ok(mut s) = self.stopped.lock() {
             *s = info;
         }
@@ -242,6 +233,8 @@ pub struct StatusBoard {
     region: Mutex<Option<serde_json::Value>>,
     /// Why the failover controller thinks this pod must not take traffic (control table down).
     region_problem: Mutex<Option<String>>,
+    /// When the consumer last finished an assignment (its start positions committed).
+    assigned_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for StatusBoard {
@@ -255,6 +248,7 @@ impl Default for StatusBoard {
             bootstrap: Mutex::new(String::new()),
             region: Mutex::new(None),
             region_problem: Mutex::new(None),
+            assigned_at: Mutex::new(None),
         }
     }
 }
@@ -295,6 +289,76 @@ impl StatusBoard {
     fn publish_counts(&self) {
         let n = self.partitions.lock().map(|m| m.len()).unwrap_or(0);
         metrics::gauge!("cdc_relay_assigned_partitions").set(n as f64);
+    }
+
+    /// The consumer finished an assignment: its partitions are spawned and their start positions
+    /// committed.
+    pub fn note_assigned(&self) {
+        if let Ok(mut a) = self.assigned_at.lock() {
+            *a = Some(std::time::Instant::now());
+        }
+    }
+
+    /// When the consumer last finished an assignment.
+    pub fn assigned_at(&self) -> Option<std::time::Instant> {
+        self.assigned_at.lock().ok().and_then(|a| *a)
+    }
+
+    /// The per-partition series of `/metrics`, rendered from the partitions this instance owns
+    /// now, so a revoked partition or one of a cluster left behind has no series at all (instead
+    /// of a frozen value an alert would fire on).
+    pub fn partition_metrics(&self) -> String {
+        use crate::telemetry::metrics::{Family, gauge_family};
+        let parts = self.partitions();
+        let labels = |p: &PartitionState| {
+            vec![
+                ("topic", p.topic.clone()),
+                ("partition", p.partition.to_string()),
+            ]
+        };
+        let mut out = String::new();
+        gauge_family(
+            &mut out,
+            &Family {
+                name: "cdc_relay_consumer_lag_messages",
+                help: "High watermark minus committed offset, per partition this instance consumes",
+            },
+            parts
+                .iter()
+                .filter_map(|p| p.lag().map(|l| (labels(p), l as f64))),
+        );
+        gauge_family(
+            &mut out,
+            &Family {
+                name: "cdc_relay_committed_offset",
+                help: "Last offset committed to the group, per partition this instance consumes",
+            },
+            parts
+                .iter()
+                .filter_map(|p| p.committed().map(|c| (labels(p), c as f64))),
+        );
+        gauge_family(
+            &mut out,
+            &Family {
+                name: "cdc_relay_partition_stopped",
+                help: "1 while a partition is stopped at a poison record (no DLQ, or the DLQ rejected it)",
+            },
+            parts
+                .iter()
+                .map(|p| (labels(p), if p.stopped().is_some() { 1.0 } else { 0.0 })),
+        );
+        gauge_family(
+            &mut out,
+            &Family {
+                name: "cdc_relay_paused_partitions",
+                help: "Partitions paused by back-pressure or a poison stop",
+            },
+            std::iter::once((
+                Vec::new(),
+                parts.iter().filter(|p| p.is_paused()).count() as f64,
+            )),
+        );
+        out
     }
 
     pub fn set_phase(&self, p: ConsumerPhase) {

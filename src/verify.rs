@@ -112,8 +112,9 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Compares `actual` (one table's items) with the expected items of that table. Attributes
-/// `_src` and `_ts` are ignored; every other attribute must match and no other may exist.
+/// Compares `actual` (one table's items) with the expected items of that table. Every expected
+/// attribute must match and no other may exist, except `_src` (the Kafka position, which differs
+/// between replays and regions) and `_ts` when the expected item has none.
 pub fn compare_table(
     table: &str,
     expected: &BTreeMap<String, BTreeMap<String, Value>>,

@@ -322,3 +322,76 @@ async fn e2e_failed_sink_pool_restarts_and_retries_in_flight_writes() {
     assert!(r.status().readiness().0, "{:?}", r.status().readiness().1);
     r.shutdown().await;
 }
+
+/// Issue #9 defect 2: after a rebalance revokes partitions from an instance, its `/metrics` has
+/// no series for them any more; every lag and committed-offset series it exports is one of its
+/// own partitions, with the broker's truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_revoked_partitions_leave_the_metrics() {
+    let env = Env::start().await;
+    let s = env
+        .scenario(Plan::new("revoke", EnvelopeKind::Qlik, 100, 1_500, 11))
+        .await;
+    let a = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    let ends = env.wait_done(&s).await;
+    let owned = |r: &relay::RelayHandle| -> Vec<i64> {
+        r.status().to_json()["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["partition"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(owned(&a).len(), common::PARTITIONS as usize);
+    let b = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while owned(&b).is_empty() || owned(&a).len() + owned(&b).len() != common::PARTITIONS as usize {
+        assert!(std::time::Instant::now() < until, "no rebalance");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let each instance learn the committed offsets and watermarks of what it owns.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for r in [&a, &b] {
+        let mine = owned(r);
+        let m = common::metrics(r).await;
+        for family in [
+            "cdc_relay_consumer_lag_messages",
+            "cdc_relay_committed_offset",
+        ] {
+            for l in m.lines().filter(|l| l.starts_with(&format!("{family}{{"))) {
+                let p: i64 = l
+                    .split("partition=\"")
+                    .nth(1)
+                    .and_then(|x| x.split('"').next())
+                    .and_then(|x| x.parse().ok())
+                    .unwrap();
+                assert!(
+                    mine.contains(&p),
+                    "{family} for partition {p} not owned ({mine:?}): {l}"
+                );
+                let value: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+                let truth = if family.contains("lag") {
+                    0.0
+                } else {
+                    ends[p as usize] as f64
+                };
+                assert_eq!(value, truth, "{l}");
+            }
+        }
+        for p in &mine {
+            assert!(
+                m.contains(&format!(
+                    "cdc_relay_committed_offset{{topic=\"{}\",partition=\"{p}\"}} {}",
+                    s.topic, ends[*p as usize]
+                )),
+                "owned partition {p} has its committed offset: {m}"
+            );
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

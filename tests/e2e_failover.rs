@@ -746,3 +746,174 @@ async fn e2e_offsets_not_preserved_start_from_the_checkpoint_timestamp() {
     }
     relay.abort().await;
 }
+
+/// Issue #9 defects 1, 2 and 4. The link stalls, so the relay processes the primary further than
+/// the mirror; then the primary dies and nothing new arrives on the secondary. The relay starts
+/// each mirror partition at its end (the checkpoint, clamped) and has nothing to process there:
+/// within the switch the group's committed offsets on the secondary must equal those start
+/// positions, `/status` must show them with lag 0, the switch must be reported although no record
+/// follows it, every exported per-partition series must describe a partition this instance owns
+/// (the mirror's, not the dead primary's), and a graceful stop plus a restart on the secondary
+/// must replay nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_switch_commits_its_start_positions_and_reports_itself() {
+    let Regions {
+        env,
+        s,
+        secondary,
+        mirror,
+        link,
+        registries: _registries,
+    } = regions("fsp", 79).await;
+    let relay = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    // Everything generated is mirrored, but the group's offsets were synced early on.
+    let generated = watermarks(&env.bootstrap(), &s.topic);
+    wait_mirrored(&secondary, &mirror, &generated).await;
+    env.wait_progress(&s, 600).await;
+    link.pause();
+    let synced = committed(secondary.bootstrap_servers(), &s.group, &mirror);
+    // More changes on the primary only; the relay processes all of them there.
+    produce_changes(&env, &s, 800_000, 20).await;
+    let primary_end = watermarks(&env.bootstrap(), &s.topic);
+    env.wait_committed(&s.group, &s.topic, &primary_end, common::DONE_TIMEOUT)
+        .await;
+    // A checkpoint with that progress (checkpoint_interval is 1 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = completed(&relay);
+    let m = common::metrics(&relay).await;
+    assert!(
+        m.contains(&format!(
+            "cdc_relay_consumer_lag_messages{{topic=\"{}\",partition=\"0\"}}",
+            s.topic
+        )),
+        "lag of the primary's partitions while consuming there: {m}"
+    );
+    env.lab.kafka.broker_down(-1).unwrap();
+
+    // The switch is reported once the consumer is assigned on the secondary, with nothing to
+    // process there.
+    let until = Instant::now() + Duration::from_secs(60);
+    let sw = loop {
+        let st = relay.status().to_json();
+        let sw = st["region"]["last_switch"].clone();
+        if sw["duration_seconds"].as_f64().is_some() {
+            break sw;
+        }
+        assert!(
+            Instant::now() < until,
+            "no switch reported: {}",
+            st["region"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("switch: {sw}; link had synced {synced:?}, mirror ends at {generated:?}");
+    assert!(
+        sw["first_record_seconds"].is_null(),
+        "nothing to process: {sw}"
+    );
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            sw["start_offsets"][format!("{mirror}/{p}")].as_i64(),
+            Some(generated[p as usize]),
+            "partition {p} starts at the mirror's end: {sw}"
+        );
+        assert!(
+            synced[p as usize].is_none_or(|o| o < generated[p as usize]),
+            "the link's sync must be behind for this test to mean anything: {synced:?}"
+        );
+    }
+    // Within the switch: the broker holds the start positions as the group's offsets.
+    let on_secondary = committed(secondary.bootstrap_servers(), &s.group, &mirror);
+    assert_eq!(
+        on_secondary,
+        generated.iter().map(|o| Some(*o)).collect::<Vec<_>>(),
+        "committed on the secondary when the switch was reported"
+    );
+    let st = relay.status().to_json();
+    for p in 0..PARTITIONS {
+        let part = st["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["topic"] == mirror.as_str() && x["partition"] == p)
+            .unwrap_or_else(|| panic!("partition {p} in /status: {st}"))
+            .clone();
+        assert_eq!(
+            part["committed_offset"].as_i64(),
+            Some(generated[p as usize]),
+            "{part}"
+        );
+        assert_eq!(part["lag"].as_i64(), Some(0), "{part}");
+    }
+    let m = common::metrics(&relay).await;
+    let duration = metric(&m, "cdc_relay_failover_duration_seconds", "")
+        .or_else(|| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("cdc_relay_failover_duration_seconds "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0);
+    assert!(duration > 0.0, "failover duration exported: {m}");
+    // Every per-partition series describes a partition of the active cluster, truthfully.
+    for family in [
+        "cdc_relay_consumer_lag_messages",
+        "cdc_relay_committed_offset",
+    ] {
+        let series: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .collect();
+        assert_eq!(series.len(), PARTITIONS as usize, "{family}: {series:?}");
+        for l in &series {
+            assert!(
+                l.contains(&format!("topic=\"{mirror}\"")),
+                "{family} describes a partition this instance does not own: {l}"
+            );
+        }
+    }
+    for p in 0..PARTITIONS {
+        let labels = format!("topic=\"{mirror}\",partition=\"{p}\"");
+        assert_eq!(
+            metric(&m, "cdc_relay_consumer_lag_messages", &labels),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(&m, "cdc_relay_committed_offset", &labels),
+            Some(generated[p as usize] as f64)
+        );
+    }
+    assert_eq!(
+        completed(&relay),
+        before,
+        "nothing was processed on the secondary"
+    );
+
+    // SIGTERM's path, then a restart: it follows the control record to the secondary and
+    // replays nothing.
+    relay.shutdown().await;
+    let again = relay::start(s.cfg.clone(), StartOptions::default())
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while again.status().assigned_at().is_none()
+        || again.status().to_json()["partitions"]
+            .as_array()
+            .is_none_or(|p| p.len() < PARTITIONS as usize)
+    {
+        assert!(
+            Instant::now() < until,
+            "the restarted relay got no partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(again.status().to_json()["region"]["active"], "secondary");
+    assert_eq!(
+        completed(&again),
+        0,
+        "a restart on the secondary replays nothing"
+    );
+    again.abort().await;
+}

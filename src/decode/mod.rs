@@ -9,12 +9,9 @@ pub mod envelope;
 pub mod registry;
 pub mod value;
 
-use std::sync::Arc;
-
-use crate::config::{RouteConfig, Side, ValueFormat};
+use crate::config::{RouteConfig, ValueFormat};
 use crate::error_class::ErrorClass;
 use crate::event::{Seq, SourcePos, Value};
-use crate::region::Active;
 pub use envelope::{Decoded, Skip};
 use registry::{RegistryClient, RegistryError};
 
@@ -74,41 +71,21 @@ impl DecodeError {
     }
 }
 
-/// Decodes records for the routes. Cheap to clone.
+/// Decodes records for the routes with one schema registry. Cheap to clone (the registry
+/// client's cache is shared). With a registry per region, the relay hands each consumer the
+/// decoder of the region it reads: a dead region's registry is gone with it.
 #[derive(Clone)]
 pub struct Decoder {
     registry: RegistryClient,
-    /// With a registry per region: the secondary's, used while the secondary is active.
-    secondary: Option<(RegistryClient, Arc<Active>)>,
 }
 
 impl Decoder {
     pub fn new(registry: RegistryClient) -> Self {
-        Decoder {
-            registry,
-            secondary: None,
-        }
+        Decoder { registry }
     }
 
-    /// Decodes with `primary`'s registry, or `secondary`'s while `active` says the secondary
-    /// cluster is consumed (a dead region's registry is gone with it).
-    pub fn per_region(
-        primary: RegistryClient,
-        secondary: RegistryClient,
-        active: Arc<Active>,
-    ) -> Self {
-        Decoder {
-            registry: primary,
-            secondary: Some((secondary, active)),
-        }
-    }
-
-    /// The registry of the active region.
     pub fn registry(&self) -> &RegistryClient {
-        match &self.secondary {
-            Some((r, active)) if active.side() == Side::Secondary => r,
-            _ => &self.registry,
-        }
+        &self.registry
     }
 
     /// Decodes one record's value for `route`. `payload = None` is a Kafka tombstone.
@@ -125,7 +102,7 @@ impl Decoder {
             ValueFormat::Avro => {
                 let (id, body) = avro::split_wire(payload)?;
                 let writer = self
-                    .registry()
+                    .registry
                     .schema(id)
                     .await
                     .map_err(|source| DecodeError::Registry { id, source })?;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error_class::ErrorClass;
 use crate::event::SourcePos;
-use crate::kafka::record::RecordIn;
+use crate::record::RecordIn;
 use crate::sinks::SinkRequest;
 use crate::sinks::pool::{PoolHandle, WriteOutcome};
 
@@ -173,6 +173,7 @@ impl DeadLetter {
             body.key_b64 = None;
             text = serde_json::to_string(&body).unwrap_or_default();
         }
+        let text = sqs::safe_body(text);
         DeadLetter {
             id: src.to_string(),
             src,
@@ -189,13 +190,15 @@ impl DeadLetter {
         }
     }
 
-    /// The key as text for the SQS attribute: UTF-8 verbatim, otherwise `b64:` + base64.
+    /// The key as text for the SQS attribute: verbatim when it is UTF-8 made only of characters
+    /// SQS accepts, otherwise `b64:` + base64 (a Confluent-framed Avro key, for one, is valid
+    /// UTF-8 full of control characters). The body always holds the exact key.
     pub fn key_text(&self) -> String {
         match &self.key {
             None => String::new(),
             Some(k) => match std::str::from_utf8(k) {
-                Ok(s) => truncate(s, 1024),
-                Err(_) => format!("b64:{}", truncate(&B64.encode(k), 1024)),
+                Ok(s) if sqs::is_sqs_text(s) => truncate(s, 1024),
+                _ => format!("b64:{}", truncate(&B64.encode(k), 1024)),
             },
         }
     }
@@ -277,7 +280,10 @@ mod tests {
             offset: 7,
             key: Some(b"k1".to_vec()),
             payload: Some(value),
-            headers: vec![("traceparent".into(), Some(b"00-abc-def-01".to_vec()))],
+            headers: vec![(
+                "traceparent".into(),
+                Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec()),
+            )],
             timestamp_ms: Some(5),
             received: std::time::Instant::now(),
             ticket: None,
@@ -301,7 +307,10 @@ mod tests {
         assert_eq!(body.headers()[0].0, "traceparent");
         assert_eq!(body.error.reason, "bad_magic");
         assert_eq!(body.decoded, Some(serde_json::json!({"a": 1})));
-        assert_eq!(dl.traceparent.as_deref(), Some("00-abc-def-01"));
+        assert_eq!(
+            dl.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
         assert!(!body.value_omitted);
     }
 

@@ -4,6 +4,10 @@
 //!
 //! One attempt per call; entries that fail inside a successful call get their own result. It
 //! must not retry (the pool does).
+//!
+//! SQS accepts only some characters in bodies and string attributes (`allowed`; moto does not
+//! check, real SQS answers `InvalidMessageContents`): every text sent is made to fit here
+//! (`escape_text`, `safe_body`) or, for keys, encoded (`DeadLetter::key_text`).
 
 use std::sync::Arc;
 
@@ -38,6 +42,52 @@ impl SqsDlqSink {
     }
 }
 
+/// Whether SQS accepts `c` in a message body or a string attribute value: #x9, #xA, #xD,
+/// #x20–#xD7FF, #xE000–#xFFFD, #x10000–#x10FFFF (AWS SendMessage documentation).
+pub fn allowed(c: char) -> bool {
+    matches!(u32::from(c), 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+/// Whether all of `s` is accepted by SQS.
+pub fn is_sqs_text(s: &str) -> bool {
+    s.chars().all(allowed)
+}
+
+/// Human-readable text (error messages, reasons) made acceptable to SQS: each refused character
+/// becomes `\u{..}`.
+pub fn escape_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if is_sqs_text(s) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if allowed(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A JSON text made acceptable to SQS without changing what it means: serde_json already escapes
+/// control characters inside strings; the other refused characters (U+FFFE, U+FFFF) can only
+/// occur inside strings too, and become `\uXXXX` escapes there.
+pub fn safe_body(json: String) -> String {
+    if is_sqs_text(&json) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if allowed(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        }
+    }
+    out
+}
+
 fn string_attr(v: &str) -> Option<MessageAttributeValue> {
     MessageAttributeValue::builder()
         .data_type("String")
@@ -56,21 +106,23 @@ fn number_attr(v: i64) -> Option<MessageAttributeValue> {
 
 /// The message attributes of one dead letter.
 pub fn attributes(dl: &DeadLetter) -> Vec<(&'static str, MessageAttributeValue)> {
+    let text = |s: &str| string_attr(&truncate(&escape_text(s), 1024));
     let mut a = vec![
-        (attr::TOPIC, string_attr(&dl.src.topic)),
+        (attr::TOPIC, text(&dl.src.topic)),
         (attr::PARTITION, number_attr(i64::from(dl.src.partition))),
         (attr::OFFSET, number_attr(dl.src.offset)),
-        (attr::ERROR_CLASS, string_attr(dl.class.as_str())),
-        (attr::ERROR_REASON, string_attr(&dl.reason)),
-        (attr::ERROR_TEXT, string_attr(&truncate(&dl.error, 1024))),
-        (attr::REGION, string_attr(&dl.region)),
+        (attr::ERROR_CLASS, text(dl.class.as_str())),
+        (attr::ERROR_REASON, text(&dl.reason)),
+        (attr::ERROR_TEXT, text(&dl.error)),
+        (attr::REGION, text(&dl.region)),
     ];
     let key = dl.key_text();
     if !key.is_empty() {
         a.push((attr::KEY, string_attr(&key)));
     }
+    // `RecordIn::traceparent` only passes well-formed W3C values.
     if let Some(tp) = &dl.traceparent {
-        a.push((attr::TRACEPARENT, string_attr(tp)));
+        a.push((attr::TRACEPARENT, text(tp)));
     }
     // Empty strings are invalid attribute values; such attributes are left out.
     a.into_iter()
@@ -158,5 +210,119 @@ impl Sink<DeadLetter> for SqsDlqSink {
             }
             Err(e) => vec![classify(&self.name, &e); batch.len()],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordIn;
+
+    /// Every character class SQS refuses, plus some it accepts, in every field a record brings.
+    fn nasty() -> String {
+        let mut s = String::from("ok é 😀 \t\n\r ");
+        for c in [
+            '\u{0}', '\u{1}', '\u{8}', '\u{b}', '\u{c}', '\u{e}', '\u{1f}', '\u{fffe}', '\u{ffff}',
+        ] {
+            s.push(c);
+        }
+        s
+    }
+
+    fn dead_letter(key: Vec<u8>) -> DeadLetter {
+        let rec = RecordIn {
+            topic: "t".into(),
+            partition: 1,
+            offset: 42,
+            key: Some(key),
+            payload: Some(nasty().into_bytes()),
+            headers: vec![
+                (
+                    "traceparent".into(),
+                    Some(format!("00-{}", nasty()).into_bytes()),
+                ),
+                (nasty(), Some(nasty().into_bytes())),
+            ],
+            timestamp_ms: Some(1),
+            received: std::time::Instant::now(),
+            ticket: None,
+        };
+        DeadLetter::new(
+            &rec,
+            ErrorClass::Poison,
+            &format!("reason{}", nasty()),
+            &format!("error text {}", nasty()),
+            Some(serde_json::json!({ nasty(): nasty() })),
+            "us-west-2",
+            256 * 1024,
+        )
+    }
+
+    #[test]
+    fn every_string_sent_to_sqs_is_in_the_allowed_set() {
+        // A Confluent-framed Avro key (Debezium's key record) is valid UTF-8 full of controls.
+        for key in [
+            b"\x00\x00\x00\x00\x01\x0e".to_vec(),
+            nasty().into_bytes(),
+            vec![0xff, 0xfe, 0x00],
+            b"plain-key".to_vec(),
+        ] {
+            let dl = dead_letter(key.clone());
+            assert!(is_sqs_text(&dl.body), "body: {:?}", dl.body);
+            let body: crate::dlq::DlqBody = serde_json::from_str(&dl.body).unwrap();
+            assert_eq!(
+                body.key(),
+                Some(key.clone()),
+                "the body keeps the exact key"
+            );
+            assert_eq!(
+                body.decoded,
+                Some(serde_json::json!({ nasty(): nasty() })),
+                "escapes keep the meaning"
+            );
+            for (name, v) in attributes(&dl) {
+                let text = v.string_value().unwrap_or_default();
+                assert!(!text.is_empty(), "{name} is empty");
+                assert!(is_sqs_text(text), "{name}: {text:?}");
+                assert!(is_sqs_text(name));
+            }
+            let key_attr = attributes(&dl)
+                .into_iter()
+                .find(|(n, _)| *n == attr::KEY)
+                .and_then(|(_, v)| v.string_value().map(str::to_string))
+                .unwrap();
+            if key == b"plain-key" {
+                assert_eq!(key_attr, "plain-key");
+            } else {
+                assert!(key_attr.starts_with("b64:"), "{key_attr:?}");
+            }
+            // A malformed traceparent is not passed on.
+            assert!(attributes(&dl).iter().all(|(n, _)| *n != attr::TRACEPARENT));
+        }
+    }
+
+    #[test]
+    fn allowed_set_matches_the_documentation() {
+        for c in [
+            '\t',
+            '\n',
+            '\r',
+            ' ',
+            '~',
+            '\u{d7ff}',
+            '\u{e000}',
+            '\u{fffd}',
+            '\u{10000}',
+            '\u{10ffff}',
+        ] {
+            assert!(allowed(c), "{c:?}");
+        }
+        for c in [
+            '\u{0}', '\u{8}', '\u{b}', '\u{c}', '\u{1f}', '\u{fffe}', '\u{ffff}',
+        ] {
+            assert!(!allowed(c), "{c:?}");
+        }
+        assert_eq!(escape_text("a\u{1}b"), "a\\u{1}b");
+        assert_eq!(safe_body("\"\u{ffff}\"".into()), "\"\\uffff\"");
     }
 }

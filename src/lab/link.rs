@@ -96,6 +96,15 @@ impl ClusterLink {
         );
     }
 
+    pub fn is_paused(&self) -> bool {
+        self.ctl.paused.load(Ordering::Acquire)
+    }
+
+    /// The delay added per copied record.
+    pub fn delay(&self) -> Duration {
+        Duration::from_micros(self.ctl.delay_us.load(Ordering::Acquire))
+    }
+
     /// Records copied so far.
     pub fn copied(&self) -> u64 {
         self.ctl.copied.load(Ordering::Acquire)

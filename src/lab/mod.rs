@@ -1,12 +1,16 @@
 //! The local environment (`cdc-relay lab`, the demo and the tests): an in-process librdkafka mock
-//! cluster on real TCP ports, the schema-registry fixture, and moto (AWS API server) if installed.
+//! cluster on real TCP ports, the schema-registry fixture, and moto (AWS API server) if installed;
+//! with `--regions 2` a second cluster and the cluster-link emulator; and the control endpoint
+//! (`control.rs`) that drives faults from outside.
 //!
 //! Test and demo support only: nothing in the relay's run path uses it.
 
+pub mod control;
 pub mod kafka;
 pub mod link;
 pub mod moto;
 pub mod registry_fixture;
+pub mod session;
 
 use serde::Serialize;
 
@@ -18,6 +22,24 @@ pub struct LabInfo {
     pub schema_registry_url: String,
     pub aws_endpoint_url: Option<String>,
     pub topics: Vec<String>,
+    /// What each partition of the mock cluster keeps before it drops its oldest records.
+    pub partition_retention: Retention,
+}
+
+/// The mock cluster's per-partition retention (see `kafka::PARTITION_RETENTION_BYTES`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Retention {
+    pub bytes: u64,
+    pub record_batches: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            bytes: kafka::PARTITION_RETENTION_BYTES,
+            record_batches: kafka::PARTITION_RETENTION_BATCHES,
+        }
+    }
 }
 
 use std::time::Duration;
@@ -36,8 +58,8 @@ pub enum LabError {
     Kafka(#[from] kafka::MockError),
     #[error(transparent)]
     Moto(#[from] moto::MotoError),
-    #[error("registry fixture: {0}")]
-    Registry(#[from] std::io::Error),
+    #[error("lab server: {0}")]
+    Io(#[from] std::io::Error),
     #[error("creating table {table}: {message}")]
     Table { table: String, message: String },
     #[error(transparent)]
@@ -172,6 +194,7 @@ impl Lab {
             schema_registry_url: self.registry.url(),
             aws_endpoint_url: self.moto.as_ref().map(|m| m.endpoint().to_string()),
             topics,
+            partition_retention: Retention::default(),
         }
     }
 

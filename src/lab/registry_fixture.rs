@@ -33,11 +33,12 @@ struct Fixture {
     auth: Option<String>,
 }
 
-/// A running fixture; stops when dropped.
+/// A running fixture; stops when dropped. The lab's control endpoint can stop it and start it
+/// again on the same address (a region's registry going away and coming back).
 pub struct RegistryFixture {
     addr: SocketAddr,
-    cancel: CancellationToken,
-    store: Arc<Mutex<Store>>,
+    cancel: Mutex<Option<CancellationToken>>,
+    fixture: Fixture,
 }
 
 impl RegistryFixture {
@@ -53,15 +54,15 @@ impl RegistryFixture {
         &self,
         auth: Option<(&str, &str)>,
     ) -> std::io::Result<RegistryFixture> {
-        Self::serve(Arc::clone(&self.store), auth).await
+        Self::serve(Arc::clone(&self.fixture.store), auth).await
     }
 
     async fn serve(
         store: Arc<Mutex<Store>>,
         auth: Option<(&str, &str)>,
     ) -> std::io::Result<RegistryFixture> {
-        let fx = Fixture {
-            store: Arc::clone(&store),
+        let fixture = Fixture {
+            store,
             auth: auth.map(|(u, p)| {
                 format!(
                     "Basic {}",
@@ -69,13 +70,22 @@ impl RegistryFixture {
                 )
             }),
         };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cancel = Self::spawn(listener, fixture.clone());
+        Ok(RegistryFixture {
+            addr,
+            cancel: Mutex::new(Some(cancel)),
+            fixture,
+        })
+    }
+
+    fn spawn(listener: tokio::net::TcpListener, fixture: Fixture) -> CancellationToken {
         let app = Router::new()
             .route("/subjects", get(subjects))
             .route("/subjects/{subject}/versions", post(register))
             .route("/schemas/ids/{id}", get(schema_by_id))
-            .with_state(fx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+            .with_state(fixture);
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         tokio::spawn(async move {
@@ -83,21 +93,54 @@ impl RegistryFixture {
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await;
         });
-        Ok(RegistryFixture {
-            addr,
-            cancel,
-            store,
-        })
+        cancel
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Whether it is serving.
+    pub fn is_running(&self) -> bool {
+        self.cancel.lock().is_ok_and(|c| c.is_some())
+    }
+
+    /// Stops serving (connections are refused) and keeps the schemas.
+    pub fn stop(&self) {
+        if let Ok(mut c) = self.cancel.lock()
+            && let Some(c) = c.take()
+        {
+            c.cancel();
+        }
+    }
+
+    /// Serves again on the same address after `stop`.
+    pub async fn resume(&self) -> std::io::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        // The old listener closes asynchronously: retry the bind for a moment.
+        let mut last = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    let cancel = Self::spawn(l, self.fixture.clone());
+                    if let Ok(mut c) = self.cancel.lock() {
+                        *c = Some(cancel);
+                    }
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("cannot bind")))
+    }
 }
 
 impl Drop for RegistryFixture {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.stop();
     }
 }
 

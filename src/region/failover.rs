@@ -1,12 +1,14 @@
 //! The region-health actor (DESIGN §2, §6): every `probe_interval` it probes both clusters
 //! (metadata within `probe_timeout`, watermarks of every mirrored partition), feeds the health
-//! state machines, exports link lag and region metrics, follows the shared decision in the control
-//! table, proposes a switch when the primary is down (`mode = automatic`), writes offset
-//! checkpoints, and carries out switches: stop the consumer without committing to the dead
-//! cluster, resolve each partition's start offset on the target (synced group offsets, else the
-//! checkpoint, else a timestamp lookup: `start.rs`), and restart the consumer against the target.
+//! state machines, exports link lag and region metrics, reads the shared control record, asks
+//! `decide` what to do and carries it out: follow the record, propose a switch, fail back; it
+//! writes offset checkpoints and executes switches: stop the consumer (without committing to a
+//! dead cluster), resolve each partition's start offset on the target (`start.rs`), and restart
+//! the consumer there, which commits those start positions once assigned. It reports each switch
+//! (`/status` `last_switch`, `cdc_relay_failover_duration_seconds`) from the first failed probe
+//! (or the request) to that assignment, and the time to the first record done on the target.
 //!
-//! It must not process records or commit offsets; the consumer does.
+//! It must not decide in code of its own (that is `decide.rs`), process records or commit offsets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,11 +19,12 @@ use tokio::time::Instant;
 
 use super::Active;
 use super::control::{ControlRecord, ControlTable, Switch};
+use super::decide::{Action, Inputs, Shared, decide};
 use super::health::{Health, HealthConfig, HealthMachine};
 use super::lag::{Cluster, LagProbe, PartitionLag};
 use super::start::{Progress, StartOffset, caught_up, committed_on, resolve_start};
-use crate::config::{ClusterConfig, Config, FailbackMode, FailoverMode, Side};
-use crate::kafka::consumer::ConsumerMsg;
+use crate::config::{ClusterConfig, Config, Side};
+use crate::kafka::consumer::{self, ConsumerMsg};
 use crate::status::StatusBoard;
 use crate::supervision::SupervisorMsg;
 
@@ -65,13 +68,19 @@ struct SwitchInfo {
     reason: String,
     offset_sources: BTreeMap<String, usize>,
     /// Explicit start offsets by `topic/partition` on the target (partitions starting at the
-    /// group's committed offset there are not listed).
+    /// group's committed offset there are not listed); committed there once assigned.
     start_offsets: BTreeMap<String, i64>,
-    /// Seconds from the first failed probe (or the switch request) to the first record completed
-    /// on the new cluster.
+    /// The switch itself: seconds from the first failed probe (or the switch request) until the
+    /// consumer was assigned on the target with its start positions committed.
     duration_seconds: Option<f64>,
+    /// Seconds from the same start to the first record completed on the target (none while the
+    /// target has nothing new to process).
+    first_record_seconds: Option<f64>,
     #[serde(skip)]
     started: Instant,
+    /// When the consumer was asked to start on the target.
+    #[serde(skip)]
+    restarted: std::time::Instant,
     #[serde(skip)]
     completed_before: u64,
 }
@@ -203,119 +212,141 @@ impl FailoverState {
         self.publish();
     }
 
-    /// Completes the duration of the last switch once the new cluster produced a result.
+    /// Completes the last switch's figures: the switch once the consumer was assigned on the
+    /// target (start positions committed), and the first record done there.
     fn measure_switch(&mut self) {
         let done = completed(&self.args.status);
-        if let Some(sw) = &mut self.last_switch
-            && sw.duration_seconds.is_none()
-            && done > sw.completed_before
+        let assigned = self.args.status.assigned_at();
+        let Some(sw) = &mut self.last_switch else {
+            return;
+        };
+        let started = sw.started.into_std();
+        if sw.duration_seconds.is_none()
+            && let Some(at) = assigned.filter(|at| *at >= sw.restarted)
         {
-            let d = sw.started.elapsed().as_secs_f64();
+            let d = at.saturating_duration_since(started).as_secs_f64();
             sw.duration_seconds = Some(d);
             metrics::gauge!("cdc_relay_failover_duration_seconds").set(d);
             tracing::warn!(
                 seconds = d,
                 to = sw.to.as_str(),
-                "failover complete: first record done on the new cluster"
+                "switch complete: consumer assigned on the new cluster, start positions committed"
+            );
+        }
+        if sw.first_record_seconds.is_none() && done > sw.completed_before {
+            let d = started.elapsed().as_secs_f64();
+            sw.first_record_seconds = Some(d);
+            metrics::gauge!("cdc_relay_failover_first_record_seconds").set(d);
+            tracing::warn!(
+                seconds = d,
+                to = sw.to.as_str(),
+                "first record done on the new cluster"
             );
         }
     }
 
     async fn follow_and_decide(&mut self, myself: &ActorRef<FailoverMsg>) {
-        let active = self.args.active.side();
         let group = self.cfg().kafka.group_id.clone();
-        let automatic = self.cfg().failover.mode == FailoverMode::Automatic;
-        let primary_down = matches!(self.primary.state(), Health::Down { .. });
-        let want = if automatic
-            && primary_down
-            && active == Side::Primary
-            && self.secondary.state().is_up()
-        {
-            Some(Side::Secondary)
-        } else {
-            None
-        };
-        let Some(control) = self.args.control.clone() else {
-            self.args.status.set_region_problem(None);
-            if let Some(to) = want
-                && self.cfg().failover.allow_local_decision
+        let control = self.args.control.clone();
+        let record = match &control {
+            None => None,
+            Some(c) => match c
+                .read_or_init(&group, Side::Primary.as_str(), &self.args.pod)
+                .await
             {
-                self.epoch += 1;
-                self.switch(myself, to, "primary down (local decision)".into())
-                    .await;
-            }
-            return;
+                Ok(r) => Some(Ok(r)),
+                Err(e) => Some(Err(e)),
+            },
         };
-        let record = match control
-            .read_or_init(&group, Side::Primary.as_str(), &self.args.pod)
-            .await
-        {
-            Ok(r) => {
-                self.args.status.set_region_problem(None);
-                r
-            }
-            Err(e) => {
+        let shared = match &record {
+            None => Shared::NotConfigured,
+            Some(Ok(r)) => Shared::Record(r),
+            Some(Err(_)) => Shared::Unreachable,
+        };
+        match &record {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "control table unreachable; staying on the current cluster");
                 self.args
                     .status
                     .set_region_problem(Some(format!("control table unreachable: {e}")));
-                if let Some(to) = want
-                    && self.cfg().failover.allow_local_decision
-                {
-                    self.switch(
-                        myself,
-                        to,
-                        "primary down (local decision, control table unreachable)".into(),
-                    )
-                    .await;
-                }
-                return;
             }
-        };
-        self.follow(myself, &record).await;
-        if self.failback_armed
-            && self.cfg().failover.failback == FailbackMode::Automatic
-            && self.args.active.side() == Side::Secondary
-            && matches!(self.primary.state(), Health::Healthy)
-        {
-            self.failback_armed = false;
-            match self.planned(myself, Side::Primary).await {
-                Ok(r) => tracing::warn!(report = %r, "automatic failback done"),
-                Err(e) => tracing::warn!(error = %e, "automatic failback not done"),
-            }
-            return;
+            _ => self.args.status.set_region_problem(None),
         }
-        if let Some(to) = want
-            && self.args.active.side() == Side::Primary
-        {
-            let reason = "primary down".to_string();
-            match control
-                .switch(&group, record.epoch, to.as_str(), &self.args.pod, &reason)
-                .await
-            {
-                Ok(Switch::Won(r)) => {
-                    tracing::warn!(
-                        epoch = r.epoch,
-                        to = to.as_str(),
-                        "this pod decided the failover"
-                    );
-                    self.follow(myself, &r).await;
+        if let Some(Ok(r)) = &record {
+            self.adopt(r);
+        }
+        let f = &self.cfg().failover;
+        let action = decide(&Inputs {
+            primary: self.primary.state(),
+            secondary: self.secondary.state(),
+            active: self.args.active.side(),
+            epoch: self.epoch,
+            mode: f.mode,
+            allow_local_decision: f.allow_local_decision,
+            failback: f.failback,
+            failback_armed: self.failback_armed,
+            shared,
+        });
+        match action {
+            Action::Stay => {}
+            Action::SwitchLocally { to, bump_epoch } => {
+                if bump_epoch {
+                    self.epoch += 1;
                 }
-                Ok(Switch::Lost(r)) => self.follow(myself, &r).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot propose the failover; retrying next probe")
+                let why = if bump_epoch {
+                    "primary down (local decision)"
+                } else {
+                    "primary down (local decision, control table unreachable)"
+                };
+                self.switch(myself, to, why.into()).await;
+            }
+            Action::Follow { to, epoch } => {
+                let reason = match &record {
+                    Some(Ok(r)) => format!("epoch {epoch} by {}: {}", r.decided_by, r.reason),
+                    _ => format!("epoch {epoch}"),
+                };
+                self.switch(myself, to, reason).await;
+            }
+            Action::Failback => {
+                self.failback_armed = false;
+                match self.planned(myself, Side::Primary).await {
+                    Ok(r) => tracing::warn!(report = %r, "automatic failback done"),
+                    Err(e) => tracing::warn!(error = %e, "automatic failback not done"),
+                }
+            }
+            Action::Propose { to, seen } => {
+                let Some(control) = control else {
+                    return;
+                };
+                let reason = "primary down".to_string();
+                match control
+                    .switch(&group, seen, to.as_str(), &self.args.pod, &reason)
+                    .await
+                {
+                    Ok(Switch::Won(r)) => {
+                        tracing::warn!(
+                            epoch = r.epoch,
+                            to = to.as_str(),
+                            "this pod decided the failover"
+                        );
+                        self.follow(myself, &r).await;
+                    }
+                    Ok(Switch::Lost(r)) => self.follow(myself, &r).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot propose the failover; retrying next probe")
+                    }
                 }
             }
         }
     }
 
-    /// Acts on a control record newer than what this pod has seen.
-    async fn follow(&mut self, myself: &ActorRef<FailoverMsg>, r: &ControlRecord) {
+    /// Takes in a control record not older than what this pod has seen: its epoch, and the
+    /// other pods' progress (the furthest wins, so no pod's checkpoint moves a partition back).
+    fn adopt(&mut self, r: &ControlRecord) {
         if r.epoch < self.epoch {
             return;
         }
         self.epoch = r.epoch;
-        // Other pods' progress: the furthest wins, so no pod's checkpoint moves a partition back.
         for (mine, theirs) in [
             (&mut self.progress.offsets, &r.checkpoint),
             (&mut self.progress.timestamps, &r.checkpoint_ts),
@@ -325,10 +356,17 @@ impl FailoverState {
                 *e = (*e).max(*v);
             }
         }
-        let Some(to) = Side::parse(&r.active_cluster) else {
+    }
+
+    /// Acts on the record a proposal returned: adopt it and go where it says.
+    async fn follow(&mut self, myself: &ActorRef<FailoverMsg>, r: &ControlRecord) {
+        if r.epoch < self.epoch {
             return;
-        };
-        if to != self.args.active.side() {
+        }
+        self.adopt(r);
+        if let Some(to) = Side::parse(&r.active_cluster)
+            && to != self.args.active.side()
+        {
             let reason = format!("epoch {} by {}: {}", r.epoch, r.decided_by, r.reason);
             self.switch(myself, to, reason).await;
         }
@@ -370,28 +408,7 @@ impl FailoverState {
             Side::Primary => self.primary.state().is_up(),
             Side::Secondary => self.secondary.state().is_up(),
         };
-        let consumer = self.args.consumer.lock().ok().and_then(|c| c.clone());
-        if let Some(c) = consumer {
-            if leaving_up {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if c.cast(ConsumerMsg::Shutdown(tx)).is_ok() {
-                    let wait = self.cfg().runtime.shutdown_timeout + Duration::from_secs(5);
-                    let _ = tokio::time::timeout(wait, rx).await;
-                }
-            } else {
-                let _ = c.cast(ConsumerMsg::Abort);
-            }
-            let until = Instant::now() + Duration::from_secs(30);
-            while matches!(
-                c.get_status(),
-                ractor::ActorStatus::Running
-                    | ractor::ActorStatus::Starting
-                    | ractor::ActorStatus::Upgrading
-            ) && Instant::now() < until
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        self.stop_consumer(leaving_up).await;
         if leaving_up {
             let src = self.cfg().cluster(from);
             let config = Arc::clone(&self.args.config);
@@ -478,14 +495,7 @@ impl FailoverState {
             "planned switch: draining and committing"
         );
         // 1. Drain and commit on the current cluster.
-        let consumer = self.args.consumer.lock().ok().and_then(|c| c.clone());
-        if let Some(c) = consumer {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if c.cast(ConsumerMsg::Shutdown(tx)).is_ok() {
-                let wait = self.cfg().runtime.shutdown_timeout + Duration::from_secs(5);
-                let _ = tokio::time::timeout(wait, rx).await;
-            }
-        }
+        self.stop_consumer(true).await;
         // 2. What was committed there, in the target's topic names.
         let (src, dst) = (self.cfg().cluster(from), self.cfg().cluster(to));
         let config = Arc::clone(&self.args.config);
@@ -574,7 +584,15 @@ impl FailoverState {
         }))
     }
 
-    /// Records a switch for `/status` and the duration metric, and counts it.
+    /// Stops the running consumer and waits for it: drained and committed when `graceful`.
+    async fn stop_consumer(&self, graceful: bool) {
+        let current = self.args.consumer.lock().ok().and_then(|c| c.clone());
+        if let Some(c) = current {
+            consumer::stop(&c, graceful, self.cfg().runtime.shutdown_timeout).await;
+        }
+    }
+
+    /// Records a switch for `/status` and the duration metrics, and counts it.
     fn note_switch(
         &mut self,
         from: Side,
@@ -596,7 +614,9 @@ impl FailoverState {
                 .map(|((t, p), o)| (format!("{t}/{p}"), *o))
                 .collect(),
             duration_seconds: None,
+            first_record_seconds: None,
             started,
+            restarted: std::time::Instant::now(),
             completed_before: completed(&self.args.status),
         });
     }

@@ -3,6 +3,7 @@
 //! processes records.
 
 pub mod control;
+pub mod decide;
 pub mod failover;
 pub mod health;
 pub mod lag;

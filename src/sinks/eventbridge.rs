@@ -14,7 +14,7 @@ use super::aws::classify;
 use super::{BatchLimits, Sink, SinkError, SinkRequest, SinkResult};
 use crate::config::EventBridgeConfig;
 use crate::error_class::ErrorClass;
-use crate::event::{ChangeEvent, Row, SourcePos};
+use crate::event::{ChangeEvent, Row, SourcePos, Value};
 
 /// PutEvents' limit per call (entries and bytes) — also the limit of one entry.
 pub const MAX_ENTRIES: usize = 10;
@@ -47,7 +47,9 @@ impl EventRequest {
     ) -> EventRequest {
         let row_json = |r: &Option<Row>| {
             r.as_ref().map_or(serde_json::Value::Null, |r| {
-                serde_json::Value::Object(r.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+                serde_json::Value::Object(
+                    r.iter().map(|(k, v)| (k.clone(), event_json(v))).collect(),
+                )
             })
         };
         let key: serde_json::Map<String, serde_json::Value> = ev
@@ -55,7 +57,7 @@ impl EventRequest {
             .map(|img| {
                 key_columns
                     .iter()
-                    .filter_map(|c| img.get(c).map(|v| (c.clone(), v.to_json())))
+                    .filter_map(|c| img.get(c).map(|v| (c.clone(), event_json(v))))
                     .collect()
             })
             .unwrap_or_default();
@@ -89,6 +91,43 @@ impl EventRequest {
             event_id,
             src: ev.source.clone(),
         }
+    }
+}
+
+/// A value as event JSON. Numbers stay JSON numbers only when consumers read them exactly:
+/// integers within i64 (PutEvents refuses larger JSON integers) and decimals of at most 15
+/// significant digits (what an IEEE double holds); any other number (a 38-digit DECIMAL, say)
+/// becomes its exact decimal string instead of being rounded or refused.
+pub fn event_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Number(n) => {
+            if let Ok(i) = n.parse::<i64>() {
+                return serde_json::Value::from(i);
+            }
+            let integer = !n.contains(['.', 'e', 'E']);
+            let significant = n
+                .split(['e', 'E'])
+                .next()
+                .unwrap_or("")
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .skip_while(|b| *b == b'0')
+                .count();
+            match n.parse::<f64>() {
+                Ok(f) if !integer && f.is_finite() && significant <= 15 => {
+                    serde_json::Number::from_f64(f).map_or_else(
+                        || serde_json::Value::String(n.clone()),
+                        serde_json::Value::Number,
+                    )
+                }
+                _ => serde_json::Value::String(n.clone()),
+            }
+        }
+        Value::List(l) => serde_json::Value::Array(l.iter().map(event_json).collect()),
+        Value::Map(m) => {
+            serde_json::Value::Object(m.iter().map(|(k, x)| (k.clone(), event_json(x))).collect())
+        }
+        other => other.to_json(),
     }
 }
 
@@ -229,5 +268,31 @@ impl Sink<EventRequest> for EventBridgeSink {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_json;
+    use crate::event::Value;
+
+    #[test]
+    fn event_numbers_are_exact_or_strings() {
+        let n = |s: &str| event_json(&Value::Number(s.into()));
+        assert_eq!(n("42"), serde_json::json!(42));
+        assert_eq!(n("-9223372036854775808"), serde_json::json!(i64::MIN));
+        // Beyond i64: PutEvents refuses the integer, so it travels as text.
+        assert_eq!(
+            n("9223372036854775808"),
+            serde_json::json!("9223372036854775808")
+        );
+        assert_eq!(n("1234.56"), serde_json::json!(1234.56));
+        // 38 digits would be rounded by every JSON reader: text, exactly.
+        let d = "12345678901234567890.123456789012345678";
+        assert_eq!(n(d), serde_json::json!(d));
+        assert_eq!(
+            event_json(&Value::List(vec![Value::Number("1e400".into())])),
+            serde_json::json!(["1e400"])
+        );
     }
 }

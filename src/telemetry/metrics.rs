@@ -1,5 +1,7 @@
 //! Installs the process-wide Prometheus recorder (all names prefixed `cdc_relay_`) and renders it
-//! for `/metrics`. It must not define metrics of its own beyond descriptions.
+//! for `/metrics`, plus `gauge_family`: the text format for series rendered at scrape time from
+//! current state (per-partition gauges, which must vanish with the partition). It must not define
+//! metrics of its own beyond descriptions.
 
 use std::sync::OnceLock;
 
@@ -42,10 +44,6 @@ fn describe() {
     describe_counter!(
         "cdc_relay_poison_records_total",
         "Poison records, by topic and reason"
-    );
-    describe_gauge!(
-        "cdc_relay_partition_stopped",
-        "1 while a partition is stopped at a poison record (no DLQ, or the DLQ rejected it)"
     );
     describe_histogram!(
         "cdc_relay_processing_latency_seconds",
@@ -101,18 +99,6 @@ fn describe() {
         "Offset commits by mode (sync, async) and result"
     );
     describe_gauge!(
-        "cdc_relay_committed_offset",
-        "Last committed offset by topic and partition"
-    );
-    describe_gauge!(
-        "cdc_relay_consumer_lag_messages",
-        "High watermark minus committed offset"
-    );
-    describe_gauge!(
-        "cdc_relay_paused_partitions",
-        "Partitions paused by back-pressure or a poison stop"
-    );
-    describe_gauge!(
         "cdc_relay_assigned_partitions",
         "Partitions assigned to this instance"
     );
@@ -162,4 +148,76 @@ pub fn render() -> String {
         .and_then(|h| h.as_ref())
         .map(|h| h.render())
         .unwrap_or_default()
+}
+
+/// A gauge family rendered at scrape time.
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+/// Appends `family` with its samples in the Prometheus text format (HELP, TYPE, one line per
+/// sample; label values escaped). Nothing is appended when there are no samples.
+pub fn gauge_family(
+    out: &mut String,
+    family: &Family,
+    samples: impl Iterator<Item = (Vec<(&'static str, String)>, f64)>,
+) {
+    use std::fmt::Write;
+    let mut header = false;
+    for (labels, value) in samples {
+        if !header {
+            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(out, "# TYPE {} gauge", family.name);
+            header = true;
+        }
+        out.push_str(family.name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let escaped = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(out, "{k}=\"{escaped}\"");
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_in_the_text_format() {
+        let mut out = String::new();
+        let f = Family {
+            name: "cdc_relay_x",
+            help: "An x",
+        };
+        gauge_family(&mut out, &f, std::iter::empty());
+        assert!(out.is_empty(), "no samples, no family");
+        gauge_family(
+            &mut out,
+            &f,
+            vec![
+                (
+                    vec![("topic", "a\"b".to_string()), ("partition", "0".into())],
+                    3.0,
+                ),
+                (vec![], 0.5),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            out,
+            "# HELP cdc_relay_x An x\n# TYPE cdc_relay_x gauge\ncdc_relay_x{topic=\"a\\\"b\",partition=\"0\"} 3\ncdc_relay_x 0.5\n"
+        );
+    }
 }

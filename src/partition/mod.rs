@@ -6,6 +6,8 @@
 //! record silently (poison goes to the DLQ, or stops the partition when there is none), and never
 //! lets two jobs for one key run at once.
 
+pub mod offsets;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +19,14 @@ use crate::config::EventBridgeConfig;
 use crate::decode::{Decoded, Decoder};
 use crate::dlq::{DeadLetter, Dlq};
 use crate::error_class::ErrorClass;
-use crate::kafka::offsets::OffsetTracker;
-pub use crate::kafka::record::RecordIn;
+use crate::record::RecordIn;
 use crate::route::{Route, WriteKind, WriteRequest};
 use crate::sinks::SinkError;
 use crate::sinks::eventbridge::EventRequest;
 use crate::sinks::pool::{PoolHandle, WriteOutcome};
 use crate::sinks::retry::Backoff;
 use crate::status::{PartitionState, StopInfo};
+use offsets::OffsetTracker;
 
 /// A route's events: the EventBridge pool and whether the route requires them.
 pub struct EventSink {
@@ -40,9 +42,8 @@ pub struct RouteSinks {
     pub events: Option<EventSink>,
 }
 
-/// What every partition actor shares: decoder, routes with their sink pools, the DLQ.
+/// What every partition actor shares: routes with their sink pools, the DLQ.
 pub struct PartitionDeps {
-    pub decoder: Decoder,
     pub routes: HashMap<String, RouteSinks>,
     pub dlq: Option<Dlq>,
     /// The relay's region, written into events and DLQ attributes.
@@ -98,6 +99,8 @@ pub enum PartitionMsg {
 
 pub struct PartitionArgs {
     pub deps: Arc<PartitionDeps>,
+    /// Decodes with the registry of the region whose cluster this partition is read from.
+    pub decoder: Decoder,
     pub state: Arc<PartitionState>,
 }
 
@@ -189,6 +192,7 @@ impl Job {
 
 pub struct PartitionActorState {
     deps: Arc<PartitionDeps>,
+    decoder: Decoder,
     shared: Arc<PartitionState>,
     tracker: OffsetTracker,
     /// Keys with a job running, each with the jobs waiting behind it in offset order.
@@ -339,7 +343,7 @@ impl PartitionActorState {
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
         let decoded = loop {
-            match deps
+            match self
                 .decoder
                 .decode(&rs.route.cfg, r.payload.as_deref(), pos.clone())
                 .await
@@ -463,6 +467,7 @@ impl Actor for PartitionActor {
         args.state.set_stopped(None);
         Ok(PartitionActorState {
             deps: args.deps,
+            decoder: args.decoder,
             shared: args.state,
             tracker,
             keys: HashMap::new(),

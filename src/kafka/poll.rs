@@ -1,0 +1,231 @@
+//! The poll thread: the only user of the `BaseConsumer`. It polls the group's main queue and
+//! dispatches each record to its partition actor (DESIGN §2: no split partition queues), runs
+//! flow control every `FLOW_INTERVAL`, commits and retries seeks every `commit_interval`, and
+//! carries out the `Consumer` actor's commands (replace a partition actor, stop).
+//!
+//! It must not decode records or talk to AWS.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message};
+use rdkafka::topic_partition_list::Offset;
+
+use super::assignment::{Shared, Slot, Tp};
+use super::commit;
+use super::flow::{FLOW_INTERVAL, Flow, set_paused};
+use super::rebalance::{RelayContext, error_kind};
+use crate::config::{ClusterConfig, KafkaConfig};
+use crate::partition::PartitionMsg;
+use crate::record::RecordIn;
+use crate::status::ConsumerPhase;
+
+/// Commands to the poll thread.
+pub enum Cmd {
+    /// A failed partition actor was replaced: swap it in and seek back to the last completed offset.
+    Replace {
+        tp: Tp,
+        actor: ActorRef<PartitionMsg>,
+    },
+    /// Stop polling. Graceful: drain, commit, leave the group. Otherwise (abort): commit nothing.
+    Stop {
+        graceful: bool,
+        deadline: Duration,
+        done: Option<std_mpsc::Sender<()>>,
+    },
+}
+
+/// The consumer's client configuration: the cluster's properties, then what the delivery
+/// contract needs (manual commits, cooperative rebalancing) and bounded prefetch.
+pub fn client_config(
+    k: &KafkaConfig,
+    cluster: &ClusterConfig,
+    memory_budget: usize,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (key, v) in &cluster.properties {
+        c.set(key, v);
+    }
+    c.set("bootstrap.servers", &cluster.bootstrap_servers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &k.auto_offset_reset)
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    if !cluster.properties.contains_key("statistics.interval.ms") {
+        c.set("statistics.interval.ms", "2000");
+    }
+    // librdkafka's prefetch queue is memory too: a quarter of the budget (its default is 64 MiB).
+    if !cluster
+        .properties
+        .contains_key("queued.max.messages.kbytes")
+    {
+        let kb = (memory_budget / 4 / 1024).clamp(1024, 65536);
+        c.set("queued.max.messages.kbytes", kb.to_string());
+    }
+    c
+}
+
+pub struct PollLoop {
+    pub consumer: BaseConsumer<RelayContext>,
+    pub shared: Arc<Shared>,
+    pub cmds: std_mpsc::Receiver<Cmd>,
+    pub commit_interval: Duration,
+    pub flow: Flow,
+}
+
+impl PollLoop {
+    pub fn run(self) {
+        self.shared.status.set_phase(ConsumerPhase::Running);
+        let mut last_commit = Instant::now();
+        let mut last_flow = Instant::now();
+        loop {
+            while let Ok(cmd) = self.cmds.try_recv() {
+                match cmd {
+                    Cmd::Replace { tp, actor } => self.replace(tp, actor),
+                    Cmd::Stop {
+                        graceful,
+                        deadline,
+                        done,
+                    } => {
+                        self.stop(graceful, deadline);
+                        if let Some(d) = done {
+                            let _ = d.send(());
+                        }
+                        return;
+                    }
+                }
+            }
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => self.dispatch(&m),
+                Some(Err(e)) => {
+                    metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&e))
+                        .increment(1);
+                    tracing::debug!(error = %e, "consumer poll error");
+                }
+                None => {}
+            }
+            if last_flow.elapsed() >= FLOW_INTERVAL {
+                self.flow.tick(&self.consumer, &self.shared);
+                last_flow = Instant::now();
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                commit::commit_async(&self.shared, &self.consumer);
+                self.seek_pending();
+                last_commit = Instant::now();
+            }
+        }
+    }
+
+    fn dispatch(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let tp = (m.topic().to_string(), m.partition());
+        let Some(slot) = self.shared.slot(&tp) else {
+            tracing::debug!(topic = %tp.0, partition = tp.1, "record for an unassigned partition dropped (not committed)");
+            return;
+        };
+        if slot.seek_to.is_some() {
+            // Fetched before the pending seek took effect: fetched again after it. Not tracked.
+            return;
+        }
+        let headers: Vec<(String, Option<Vec<u8>>)> = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bytes = RecordIn::accounted_bytes(m.key(), m.payload(), &headers);
+        let rec = RecordIn {
+            // Routes, `_src`, events and the DLQ use the source topic name in every region.
+            topic: tp
+                .0
+                .strip_prefix(self.shared.topic_prefix.as_str())
+                .unwrap_or(&tp.0)
+                .to_string(),
+            partition: tp.1,
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
+            received: Instant::now(),
+            ticket: Some(slot.state.admit(bytes)),
+        };
+        // If the actor died, the record comes back and drops its ticket; its supervisor replaces
+        // the actor and seeks back. Not tracked, not committed.
+        let _ = slot.actor.cast(PartitionMsg::Record(Box::new(rec)));
+        self.flow
+            .after_dispatch(&self.consumer, &self.shared, &tp, &slot);
+    }
+
+    /// Seeks that are due (start positions, restarts); a partition paused meanwhile resumes.
+    fn seek_pending(&self) {
+        for (tp, slot) in commit::retry_seeks(&self.shared, &self.consumer) {
+            if slot.state.is_paused() && slot.state.stopped().is_none() {
+                set_paused(&self.consumer, &tp, &slot, false);
+            }
+        }
+    }
+
+    fn replace(&self, tp: Tp, actor: ActorRef<PartitionMsg>) {
+        let Some(state) = ({
+            let Ok(mut slots) = self.shared.slots.lock() else {
+                return;
+            };
+            slots.get_mut(&tp).map(|s| {
+                s.actor = actor.clone();
+                Arc::clone(&s.state)
+            })
+        }) else {
+            // Revoked meanwhile.
+            actor.stop(None);
+            return;
+        };
+        // Everything below `committable` is complete; everything from it on is fetched again.
+        let to = match state.committable() {
+            Some(o) => Offset::Offset(o),
+            None => commit::group_offset(&self.shared, &self.consumer, &tp),
+        };
+        // The dead actor's records release their in-flight tickets as they are dropped.
+        self.shared.update(&tp, |s| s.seek_to = Some(to));
+        self.seek_pending();
+    }
+
+    fn stop(self, graceful: bool, deadline: Duration) {
+        let sh = Arc::clone(&self.shared);
+        let slots: Vec<(Tp, Slot)> = sh.snapshot();
+        if graceful {
+            sh.status.set_phase(ConsumerPhase::Draining);
+            sh.drain(&slots, deadline);
+            commit::commit_sync(&sh, &self.consumer, &slots);
+        } else {
+            sh.aborted.store(true, Ordering::Release);
+        }
+        sh.closing.store(true, Ordering::Release);
+        if let Ok(mut s) = sh.slots.lock() {
+            s.clear();
+        }
+        sh.stop_actors(&slots);
+        if graceful {
+            self.consumer.unsubscribe();
+            // Dropping the consumer closes it (leaves the group).
+            drop(self.consumer);
+        } else {
+            // Abandoned (abort, or a switch away from a dead cluster): closing may wait for an
+            // unreachable coordinator for a session timeout, so it happens in the background;
+            // nothing more is committed (`aborted`).
+            let consumer = self.consumer;
+            let _ = std::thread::Builder::new()
+                .name("kafka-close".into())
+                .spawn(move || drop(consumer));
+        }
+        sh.status.set_phase(ConsumerPhase::Stopped);
+        tracing::info!(graceful, "consumer stopped");
+    }
+}
