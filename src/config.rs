@@ -1242,6 +1242,40 @@ mod tests {
     }
 
     #[test]
+    fn eventbridge_entry_limits_are_checked_before_anything_is_sent() {
+        let long_table = "t".repeat(130);
+        let bad = format!(
+            "{}\n[eventbridge]\nbus = \"b\"\nsource = \"aws.cdc\"\n",
+            GOOD.replace(
+                "table = \"customers\"",
+                &format!("table = \"{long_table}\"")
+            )
+        );
+        let err = Config::from_toml(&bad).unwrap_err();
+        let problems = err.problems();
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.why))
+            .collect();
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("eventbridge.detail_type") && p.contains("128")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("eventbridge.source") && p.contains("aws.")),
+            "{text:?}"
+        );
+        let long_source = format!(
+            "{GOOD}\n[eventbridge]\nbus = \"b\"\nsource = \"{}\"\n",
+            "s".repeat(257)
+        );
+        let err = Config::from_toml(&long_source).unwrap_err();
+        assert!(err.problems().iter().any(|p| p.key == "eventbridge.source"));
+    }
+
+    #[test]
     fn events_follow_the_section_and_route_overrides() {
         let c = Config::from_toml(&format!("{GOOD}\n[eventbridge]\nbus = \"b\"\n")).unwrap();
         assert_eq!(

@@ -204,6 +204,14 @@ impl Route {
     }
 }
 
+/// At most 64 characters of `s`, for error messages.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Checks every attribute against DynamoDB's rules (names, numbers, nesting).
 pub fn check_item(item: &BTreeMap<String, Value>) -> Result<(), RouteError> {
     for (name, v) in item {
@@ -215,7 +223,7 @@ pub fn check_item(item: &BTreeMap<String, Value>) -> Result<(), RouteError> {
         }
         if name.len() > limits::MAX_ATTRIBUTE_NAME_BYTES {
             return Err(RouteError::AttributeName {
-                name: crate::dlq::truncate(name, 64),
+                name: shorten(name),
                 detail: "is longer than 64 KB",
             });
         }
@@ -228,7 +236,7 @@ fn check_value(attribute: &str, v: &Value, depth: usize) -> Result<(), RouteErro
     match v {
         Value::Number(n) => number_ok(n).map_err(|detail| RouteError::BadNumber {
             attribute: attribute.to_string(),
-            value: crate::dlq::truncate(n, 64),
+            value: shorten(n),
             detail,
         }),
         Value::List(_) | Value::Map(_) if depth > limits::MAX_DEPTH => Err(RouteError::TooDeep {

@@ -113,8 +113,8 @@ pub struct DeadLetter {
     id: String,
 }
 
-/// Room kept for message attributes within the SQS size limit.
-const ATTRIBUTE_ROOM: usize = 4096;
+/// Room kept for message attributes within the SQS size limit (`sqs::attributes` caps each).
+pub const ATTRIBUTE_ROOM: usize = 4096;
 
 impl DeadLetter {
     #[allow(clippy::too_many_arguments)]

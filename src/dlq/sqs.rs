@@ -106,15 +106,17 @@ fn number_attr(v: i64) -> Option<MessageAttributeValue> {
 
 /// The message attributes of one dead letter.
 pub fn attributes(dl: &DeadLetter) -> Vec<(&'static str, MessageAttributeValue)> {
-    let text = |s: &str| string_attr(&truncate(&escape_text(s), 1024));
+    // Each text has a cap, so all attributes together stay within the room the body leaves
+    // them (`ATTRIBUTE_ROOM`; SQS counts names, data types and values against the message size).
+    let text = |s: &str, cap: usize| string_attr(&truncate(&escape_text(s), cap));
     let mut a = vec![
-        (attr::TOPIC, text(&dl.src.topic)),
+        (attr::TOPIC, text(&dl.src.topic, 255)),
         (attr::PARTITION, number_attr(i64::from(dl.src.partition))),
         (attr::OFFSET, number_attr(dl.src.offset)),
-        (attr::ERROR_CLASS, text(dl.class.as_str())),
-        (attr::ERROR_REASON, text(&dl.reason)),
-        (attr::ERROR_TEXT, text(&dl.error)),
-        (attr::REGION, text(&dl.region)),
+        (attr::ERROR_CLASS, text(dl.class.as_str(), 32)),
+        (attr::ERROR_REASON, text(&dl.reason, 128)),
+        (attr::ERROR_TEXT, text(&dl.error, 1024)),
+        (attr::REGION, text(&dl.region, 64)),
     ];
     let key = dl.key_text();
     if !key.is_empty() {
@@ -122,7 +124,7 @@ pub fn attributes(dl: &DeadLetter) -> Vec<(&'static str, MessageAttributeValue)>
     }
     // `RecordIn::traceparent` only passes well-formed W3C values.
     if let Some(tp) = &dl.traceparent {
-        a.push((attr::TRACEPARENT, text(tp)));
+        a.push((attr::TRACEPARENT, text(tp, 512)));
     }
     // Empty strings are invalid attribute values; such attributes are left out.
     a.into_iter()
@@ -299,6 +301,50 @@ mod tests {
             // A malformed traceparent is not passed on.
             assert!(attributes(&dl).iter().all(|(n, _)| *n != attr::TRACEPARENT));
         }
+    }
+
+    #[test]
+    fn attributes_fit_the_room_the_body_leaves_them() {
+        let huge = "x".repeat(100_000);
+        let rec = RecordIn {
+            topic: "t".repeat(249),
+            partition: i32::MAX,
+            offset: i64::MAX,
+            key: Some(vec![0u8; 100_000]),
+            payload: Some(vec![1; 10]),
+            headers: vec![(
+                "traceparent".into(),
+                Some(
+                    b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-"
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(b'a', 400))
+                        .collect(),
+                ),
+            )],
+            timestamp_ms: None,
+            received: std::time::Instant::now(),
+            ticket: None,
+        };
+        let dl = DeadLetter::new(
+            &rec,
+            ErrorClass::Poison,
+            &huge,
+            &huge,
+            None,
+            &huge,
+            256 * 1024,
+        );
+        // SQS's size of an attribute: its name, data type and value.
+        let size: usize = attributes(&dl)
+            .iter()
+            .map(|(n, v)| n.len() + v.data_type().len() + v.string_value().map_or(0, str::len))
+            .sum();
+        assert!(
+            size <= crate::dlq::ATTRIBUTE_ROOM,
+            "{size} bytes of attributes"
+        );
+        assert!(dl.body.len() + size <= 256 * 1024);
     }
 
     #[test]

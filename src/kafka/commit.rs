@@ -10,16 +10,19 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::assignment::{Shared, Slot, Tp};
-use super::rebalance::RelayContext;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Synchronously commits the committable offsets of `slots` (revoke, shutdown).
-pub fn commit_sync(shared: &Shared, consumer: &BaseConsumer<RelayContext>, slots: &[(Tp, Slot)]) {
+pub fn commit_sync<C: ConsumerContext>(
+    shared: &Shared,
+    consumer: &BaseConsumer<C>,
+    slots: &[(Tp, Slot)],
+) {
     if shared.aborted.load(Ordering::Acquire) {
         return;
     }
@@ -53,7 +56,7 @@ pub fn commit_sync(shared: &Shared, consumer: &BaseConsumer<RelayContext>, slots
 }
 
 /// Commits every assigned partition whose committable offset moved (every `commit_interval`).
-pub fn commit_async(shared: &Shared, consumer: &BaseConsumer<RelayContext>) {
+pub fn commit_async<C: ConsumerContext>(shared: &Shared, consumer: &BaseConsumer<C>) {
     if shared.aborted.load(Ordering::Acquire) {
         return;
     }
@@ -83,9 +86,9 @@ pub fn commit_async(shared: &Shared, consumer: &BaseConsumer<RelayContext>) {
 /// timestamp source) that is ahead of it. Without this, a partition that starts at the end of a
 /// mirror topic and receives nothing would never commit there: the group's offset would stay at
 /// the link's last sync, a restart would replay the difference, and lag monitors would show it.
-pub fn commit_start_positions(
+pub fn commit_start_positions<C: ConsumerContext>(
     shared: &Shared,
-    consumer: &BaseConsumer<RelayContext>,
+    consumer: &BaseConsumer<C>,
     assigned: &[Tp],
 ) {
     if assigned.is_empty() || shared.aborted.load(Ordering::Acquire) {
@@ -156,8 +159,8 @@ pub fn commit_start_positions(
 /// rust-rdkafka's `commit(Async)` has librdkafka send no reply at all when no `offset_commit_cb`
 /// is configured, so committed offsets would never be known; this asks for the reply on the
 /// consumer queue that `poll` serves.
-fn commit_reported(
-    consumer: &BaseConsumer<RelayContext>,
+fn commit_reported<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     tpl: &TopicPartitionList,
 ) -> Result<(), rdkafka::error::RDKafkaErrorCode> {
     use rdkafka::bindings as rd;
@@ -185,7 +188,10 @@ fn commit_reported(
 
 /// Performs pending seeks; a failed one is retried at the next tick. Returns the partitions whose
 /// seek succeeded (the caller resumes them if they were paused).
-pub fn retry_seeks(shared: &Shared, consumer: &BaseConsumer<RelayContext>) -> Vec<(Tp, Slot)> {
+pub fn retry_seeks<C: ConsumerContext>(
+    shared: &Shared,
+    consumer: &BaseConsumer<C>,
+) -> Vec<(Tp, Slot)> {
     let pending: Vec<(Tp, Offset, Slot)> = shared
         .slots
         .lock()
@@ -212,7 +218,11 @@ pub fn retry_seeks(shared: &Shared, consumer: &BaseConsumer<RelayContext>) -> Ve
 }
 
 /// The group's committed offset for `tp`, or the reset policy's end.
-pub fn group_offset(shared: &Shared, consumer: &BaseConsumer<RelayContext>, tp: &Tp) -> Offset {
+pub fn group_offset<C: ConsumerContext>(
+    shared: &Shared,
+    consumer: &BaseConsumer<C>,
+    tp: &Tp,
+) -> Offset {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&tp.0, tp.1);
     let fallback = if shared.reset == "latest" {

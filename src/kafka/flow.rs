@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::assignment::{Shared, Slot, Tp};
-use super::rebalance::RelayContext;
 
 /// How often paused partitions are checked for resumption.
 pub const FLOW_INTERVAL: Duration = Duration::from_millis(50);
@@ -25,9 +24,9 @@ pub struct Flow {
 
 impl Flow {
     /// After a record of `slot` was dispatched: pause it at its bounds, everything at the budget.
-    pub fn after_dispatch(
+    pub fn after_dispatch<C: ConsumerContext>(
         &self,
-        consumer: &BaseConsumer<RelayContext>,
+        consumer: &BaseConsumer<C>,
         shared: &Shared,
         tp: &Tp,
         slot: &Slot,
@@ -44,7 +43,7 @@ impl Flow {
     }
 
     /// The global memory budget is spent: pause every partition until it falls below low water.
-    fn pause_all(&self, consumer: &BaseConsumer<RelayContext>, shared: &Shared) {
+    fn pause_all<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, shared: &Shared) {
         let mut paused = 0;
         for (tp, s) in shared.snapshot() {
             if !s.state.is_paused() {
@@ -64,7 +63,7 @@ impl Flow {
 
     /// Pauses stopped partitions; resumes back-pressured ones once they and the process are below
     /// the low-water marks (`resume_below` of each bound).
-    pub fn tick(&self, consumer: &BaseConsumer<RelayContext>, shared: &Shared) {
+    pub fn tick<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, shared: &Shared) {
         let memory = shared.status.memory.bytes();
         metrics::gauge!("cdc_relay_in_flight_bytes").set(memory as f64);
         let global_ok = (memory as f64) <= self.budget as f64 * self.resume_below;
@@ -85,7 +84,12 @@ impl Flow {
 }
 
 /// Pauses or resumes one partition at the client and records it in its state.
-pub fn set_paused(consumer: &BaseConsumer<RelayContext>, tp: &Tp, slot: &Slot, paused: bool) {
+pub fn set_paused<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &Tp,
+    slot: &Slot,
+    paused: bool,
+) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&tp.0, tp.1);
     let r = if paused {
