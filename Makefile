@@ -1,5 +1,5 @@
 # cdc-relay: the two commands are `make demo` and `make test` (see README.md).
-.PHONY: setup demo demo-failover test test-fast lint fmt clean
+.PHONY: setup demo demo-failover test test-fast bench lint fmt clean
 
 CARGO ?= cargo
 export CDC_RELAY_MOTO_PYTHON ?= $(CURDIR)/.local/venv/bin/python
@@ -22,6 +22,13 @@ test: setup
 ## Everything but the slow suites.
 test-fast: setup
 	$(CARGO) nextest run --all-targets -E 'not test(/chaos|e2e/)'
+
+## Benchmarks (release build): the end-to-end runs (the relay binary against the lab, every case in
+## one run; writes BENCHMARKS.md's figures and benches/throughput-vs-concurrency.svg), then the
+## criterion micro-benchmarks. CDC_RELAY_BENCH=quick for a smaller plan.
+bench: setup
+	$(CARGO) bench --bench e2e
+	$(CARGO) bench --bench micro
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -236,6 +236,7 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         rate: None,
         mix: OpMix::default(),
         producer_properties: Default::default(),
+        note_bytes: 0,
     };
     println!(
         "demo: generating {} {envelope} records for {} keys in each of {:?}…",

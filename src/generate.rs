@@ -121,6 +121,9 @@ pub struct GenerateSpec {
     pub mix: OpMix,
     /// librdkafka properties for the producer (security etc.).
     pub producer_properties: BTreeMap<String, String>,
+    /// Every row's `note` holds this many bytes (0: the usual mix of short notes and none), to
+    /// size records for benchmarks.
+    pub note_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -462,7 +465,15 @@ pub async fn generate(
                 created_days: 19_000 + rng.random_range(0..2000),
                 updated_at_ms: ts_ms,
                 active: rng.random_bool(0.8),
-                note: rng.random_bool(0.3).then(|| format!("note {n}")),
+                note: if spec.note_bytes > 0 {
+                    let head = format!("note {n} ");
+                    Some(format!(
+                        "{head}{}",
+                        "x".repeat(spec.note_bytes.saturating_sub(head.len()))
+                    ))
+                } else {
+                    rng.random_bool(0.3).then(|| format!("note {n}"))
+                },
             }),
         };
         rows[k] = after.clone();
@@ -629,6 +640,67 @@ async fn collect(
         }
     }
     Ok(())
+}
+
+/// `count` records of `envelope` for `table` encoded as `generate` would produce them (UPDATEs of
+/// 1,000 keys in turn, each row's `note` padded to `note_bytes`), without a broker or registry:
+/// Avro values are framed with `schema_id`, whose schema is `envelope_schema(envelope, table)`.
+/// For benchmarks of the decode and routing path.
+pub fn sample_payloads(
+    envelope: EnvelopeKind,
+    format: ValueFormat,
+    table: &str,
+    schema_id: u32,
+    count: u64,
+    note_bytes: usize,
+) -> Result<Vec<Vec<u8>>, GenerateError> {
+    let spec = GenerateSpec {
+        bootstrap_servers: String::new(),
+        registry: Default::default(),
+        envelope,
+        format,
+        tables: vec![table.to_string()],
+        topic_prefix: String::new(),
+        keys_per_table: 1000,
+        records: count,
+        seed: 1,
+        rate: None,
+        mix: OpMix::default(),
+        producer_properties: BTreeMap::new(),
+        note_bytes,
+    };
+    let schema = apache_avro::Schema::parse_str(&envelope_schema(envelope, table))
+        .map_err(|e| GenerateError::Encode(e.to_string()))?;
+    let ids = BTreeMap::from([(table.to_string(), (schema_id, schema))]);
+    let base_ms: i64 = 1_790_000_000_000;
+    (0..count)
+        .map(|n| {
+            let k = i64::try_from(n % 1000).unwrap_or(0);
+            let ts_ms = base_ms + i64::try_from(n).unwrap_or(0);
+            let row = |v: u64| Row {
+                id: k + 1,
+                name: format!("{table}-{k}-v{v}"),
+                balance_cents: 12_345 + i64::try_from(v).unwrap_or(0),
+                created_days: 19_000,
+                updated_at_ms: ts_ms,
+                active: true,
+                note: Some("x".repeat(note_bytes.max(4))),
+            };
+            let (before, after) = (row(n.saturating_sub(1)), row(n));
+            let seq = format!("{QLIK_SEQ_PREFIX}{:027}", n + 1);
+            encode(
+                &spec,
+                &ids,
+                table,
+                Op::Update,
+                Some(&before),
+                Some(&after),
+                &seq,
+                n + 1,
+                ts_ms,
+            )
+        })
+        .collect()
 }
 
 /// Qlik's `headers.timestamp`: the source commit time in UTC, `YYYY-MM-DD hh:mm:ss.ffffff`.

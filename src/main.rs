@@ -108,6 +108,9 @@ enum Cmd {
         /// Where to write the expected final state (JSONL).
         #[arg(long)]
         expected: Option<PathBuf>,
+        /// Pad every row's `note` to this many bytes (sizes records for benchmarks).
+        #[arg(long, default_value_t = 0)]
+        note_bytes: usize,
     },
     /// Starts the local environment (mock Kafka on real ports, registry fixture, moto if installed),
     /// prints its connection details as JSON and runs until Ctrl-C.
@@ -279,6 +282,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             seed,
             rate,
             expected,
+            note_bytes,
         } => {
             let format = match format {
                 Format::Avro => ValueFormat::Avro,
@@ -305,6 +309,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 rate,
                 mix: Default::default(),
                 producer_properties: Default::default(),
+                note_bytes,
             };
             let (report, state) = cdc_relay::generate::generate(&spec).await?;
             if let Some(path) = expected {

@@ -218,6 +218,7 @@ key = ["id"]
             rate: None,
             mix: OpMix::default(),
             producer_properties: Default::default(),
+            note_bytes: 0,
         }
     }
 

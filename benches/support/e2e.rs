@@ -1,0 +1,745 @@
+//! The end-to-end benchmark driver: records pre-produced into an in-process lab (librdkafka's mock
+//! cluster, the registry fixture), then, all in one run so the ratios hold on a noisy machine:
+//! (a) the limit — a plain rdkafka `BaseConsumer` reading the same records (and kcat when
+//! installed); (b) the relay binary, as its own process, into the blackhole output; (c) into the
+//! accept-all DynamoDB responder in each write mode; (d) the same with a per-request delay at
+//! several sink concurrencies; (e) into moto, next to a raw SDK client writing as many items to
+//! the same moto. Per case: records/s (steady state, 5 %–95 % of the records), consume→ack
+//! latency p50/p99 (the relay's histogram), relay CPU seconds per 1,000 records, peak RSS, and
+//! the ratio to (a).
+//!
+//! `make bench` runs the full plan (`benches/e2e.rs`); `tests/bench_smoke.rs` runs a tiny one so
+//! the instrument keeps working. No timing is asserted anywhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cdc_relay::config::{EnvelopeKind, RegistryConfig, ValueFormat};
+use cdc_relay::generate::{GenerateSpec, OpMix};
+use cdc_relay::lab::{Lab, LabOptions};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::responder::Responder;
+
+/// Where a relay run writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The blackhole output.
+    Blackhole,
+    /// The accept-all DynamoDB responder in `mode`, each request delayed by `delay_ms`, with
+    /// `concurrency` batches in flight (`None`: the default).
+    Responder {
+        mode: &'static str,
+        delay_ms: u64,
+        concurrency: Option<usize>,
+    },
+    /// moto, conditional writes.
+    Moto,
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+pub enum Case {
+    /// (a) the raw-consume limit with rdkafka (and kcat when installed).
+    RawConsume,
+    Relay(Target),
+    /// (e) a raw SDK client writing as many conditional items to moto, `concurrency` at once.
+    RawSdkToMoto {
+        concurrency: usize,
+    },
+}
+
+impl Case {
+    pub fn name(&self) -> String {
+        match self {
+            Case::RawConsume => "raw consume (rdkafka BaseConsumer)".into(),
+            Case::Relay(Target::Blackhole) => "relay → blackhole".into(),
+            Case::Relay(Target::Responder {
+                mode,
+                delay_ms,
+                concurrency,
+            }) => {
+                let mut n = format!("relay → responder, {mode}");
+                if *delay_ms > 0 {
+                    n.push_str(&format!(", {delay_ms} ms/request"));
+                }
+                if let Some(c) = concurrency {
+                    n.push_str(&format!(", concurrency {c}"));
+                }
+                n
+            }
+            Case::Relay(Target::Moto) => "relay → moto, conditional".into(),
+            Case::RawSdkToMoto { concurrency } => {
+                format!("raw SDK PutItem → moto, concurrency {concurrency}")
+            }
+        }
+    }
+}
+
+/// Records on one topic and the cases run against them.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub label: String,
+    pub partitions: i32,
+    /// Bytes of each row's padded `note` (sizes the records).
+    pub note_bytes: usize,
+    pub records: u64,
+    pub cases: Vec<Case>,
+}
+
+/// What was measured for one case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measured {
+    pub group: String,
+    pub case: String,
+    pub partitions: i32,
+    pub record_bytes: u64,
+    pub records: u64,
+    pub records_per_sec: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub cpu_s_per_1k: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+    /// records/s divided by the group's raw-consume records/s.
+    pub ratio_to_raw: Option<f64>,
+    /// Why the case produced no figures (e.g. the relay does not support the output yet).
+    pub skipped: Option<String>,
+    /// For responder cases: (mode, delay ms, concurrency) for the plot.
+    #[serde(skip)]
+    pub target: Option<Target>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BenchError + '_ {
+    move |e| BenchError::Setup(format!("{what}: {e}"))
+}
+
+/// Runs every group; returns one `Measured` per case (skipped cases say why).
+pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, BenchError> {
+    let lab = Lab::start(LabOptions {
+        moto: groups.iter().any(|g| {
+            g.cases
+                .iter()
+                .any(|c| matches!(c, Case::Relay(Target::Moto) | Case::RawSdkToMoto { .. }))
+        }),
+        ..Default::default()
+    })
+    .await
+    .map_err(setup("lab"))?;
+    let mut out = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let table = format!("bench{i}");
+        let topic = format!("bench.{table}");
+        lab.kafka
+            .create_topic(&topic, g.partitions)
+            .map_err(setup("topic"))?;
+        let spec = GenerateSpec {
+            bootstrap_servers: lab.kafka.bootstrap_servers().to_string(),
+            registry: RegistryConfig {
+                url: Some(lab.registry.url()),
+                ..Default::default()
+            },
+            envelope: EnvelopeKind::Qlik,
+            format: ValueFormat::Avro,
+            tables: vec![table.clone()],
+            topic_prefix: "bench.".into(),
+            keys_per_table: 10_000,
+            records: g.records,
+            seed: 7 + i as u64,
+            rate: None,
+            mix: OpMix::default(),
+            producer_properties: BTreeMap::new(),
+            note_bytes: g.note_bytes,
+        };
+        // Also checks that the mock cluster retained every record produced.
+        let (report, _) = cdc_relay::generate::generate(&spec)
+            .await
+            .map_err(setup("generate"))?;
+        eprintln!(
+            "bench: {} — {} records on {topic} ({} partitions)",
+            g.label, report.records, g.partitions
+        );
+        let mut raw_rate = None;
+        let mut record_bytes = 0;
+        for case in &g.cases {
+            let mut m = Measured {
+                group: g.label.clone(),
+                case: case.name(),
+                partitions: g.partitions,
+                record_bytes: 0,
+                records: g.records,
+                records_per_sec: None,
+                p50_ms: None,
+                p99_ms: None,
+                cpu_s_per_1k: None,
+                peak_rss_mb: None,
+                ratio_to_raw: None,
+                skipped: None,
+                target: None,
+            };
+            match case {
+                Case::RawConsume => {
+                    let (rate, bytes) = raw_consume(lab.kafka.bootstrap_servers(), &topic, g);
+                    record_bytes = bytes;
+                    m.records_per_sec = Some(rate);
+                    raw_rate = Some(rate);
+                    if let Some(kcat) = kcat_rate(lab.kafka.bootstrap_servers(), &topic, g.records)
+                    {
+                        eprintln!("bench:   kcat read them at {kcat:.0} records/s");
+                    }
+                }
+                Case::Relay(target) => {
+                    m.target = Some(target.clone());
+                    let endpoint = match target {
+                        Target::Moto => {
+                            let ddb = aws_sdk_dynamodb::Client::new(&lab.sdk_config().await);
+                            let t = format!("{table}-relay");
+                            cdc_relay::lab::create_table(&ddb, &t, "pk")
+                                .await
+                                .map_err(setup("moto table"))?;
+                            (lab.aws_config().endpoint_url.unwrap_or_default(), t, None)
+                        }
+                        Target::Responder { delay_ms, .. } => {
+                            let r = Responder::start(Duration::from_millis(*delay_ms))
+                                .await
+                                .map_err(setup("responder"))?;
+                            (r.url(), table.clone(), Some(r))
+                        }
+                        Target::Blackhole => (String::new(), table.clone(), None),
+                    };
+                    let (url, t, _responder) = endpoint;
+                    let cfg = relay_config(&lab, &topic, &t, &url, target, i);
+                    match relay_run(relay_bin, &cfg, g.records).await {
+                        Ok(r) => {
+                            m.records_per_sec = Some(r.rate);
+                            m.p50_ms = r.p50_ms;
+                            m.p99_ms = r.p99_ms;
+                            m.cpu_s_per_1k = Some(r.cpu_s_per_1k);
+                            m.peak_rss_mb = r.peak_rss_mb;
+                        }
+                        Err(why) => m.skipped = Some(why),
+                    }
+                }
+                Case::RawSdkToMoto { concurrency } => {
+                    let ddb = aws_sdk_dynamodb::Client::new(&lab.sdk_config().await);
+                    let t = format!("{table}-raw");
+                    cdc_relay::lab::create_table(&ddb, &t, "pk")
+                        .await
+                        .map_err(setup("moto table"))?;
+                    m.records_per_sec =
+                        Some(raw_sdk(&ddb, &t, g.records, g.note_bytes, *concurrency).await?);
+                }
+            }
+            m.record_bytes = record_bytes;
+            m.ratio_to_raw = match (m.records_per_sec, raw_rate) {
+                (Some(r), Some(raw)) if raw > 0.0 => Some(r / raw),
+                _ => None,
+            };
+            eprintln!(
+                "bench:   {:<55} {}",
+                m.case,
+                match (&m.skipped, m.records_per_sec) {
+                    (Some(why), _) => format!("skipped: {why}"),
+                    (None, Some(r)) => format!("{r:>10.0} records/s"),
+                    _ => "no figure".into(),
+                }
+            );
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every record of the group's topic with a plain consumer; (records/s, mean value bytes).
+fn raw_consume(bootstrap: &str, topic: &str, g: &Group) -> (f64, u64) {
+    use rdkafka::Message;
+    let c: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+    {
+        Ok(c) => c,
+        Err(_) => return (0.0, 0),
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..g.partitions {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
+    }
+    if c.assign(&tpl).is_err() {
+        return (0.0, 0);
+    }
+    let start = Instant::now();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while n < g.records && start.elapsed() < Duration::from_secs(300) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            n += 1;
+            bytes += m.payload().map_or(0, |p| p.len() as u64);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (n as f64 / secs.max(1e-9), bytes / n.max(1))
+}
+
+/// kcat reading the topic to its end, if kcat is installed.
+fn kcat_rate(bootstrap: &str, topic: &str, records: u64) -> Option<f64> {
+    let start = Instant::now();
+    let out = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "\n",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let n = out.stdout.iter().filter(|b| **b == b'\n').count() as u64;
+    (out.status.success() && n >= records).then(|| n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A raw SDK client's conditional PutItems into moto, as the relay writes them.
+async fn raw_sdk(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    records: u64,
+    note_bytes: usize,
+    concurrency: usize,
+) -> Result<f64, BenchError> {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    use futures::StreamExt;
+    let note = "x".repeat(note_bytes.max(16));
+    let start = Instant::now();
+    let results: Vec<bool> = futures::stream::iter(0..records)
+        .map(|i| {
+            let note = note.clone();
+            async move {
+                ddb.put_item()
+                    .table_name(table)
+                    .item("pk", A::S((i % 10_000).to_string()))
+                    .item("_seq", A::S(format!("{i:040}")))
+                    .item("note", A::S(note))
+                    .condition_expression("attribute_not_exists(#pk) OR #seq < :seq")
+                    .expression_attribute_names("#pk", "pk")
+                    .expression_attribute_names("#seq", "_seq")
+                    .expression_attribute_values(":seq", A::S(format!("{i:040}")))
+                    .send()
+                    .await
+                    .is_ok()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let ok = results.iter().filter(|r| **r).count() as u64;
+    if ok < records * 9 / 10 {
+        return Err(BenchError::Setup(format!(
+            "raw SDK writer: only {ok} of {records} writes succeeded"
+        )));
+    }
+    Ok(records as f64 / start.elapsed().as_secs_f64())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+struct RelayConfig {
+    text: String,
+    admin: String,
+}
+
+fn relay_config(
+    lab: &Lab,
+    topic: &str,
+    table: &str,
+    endpoint: &str,
+    target: &Target,
+    group: usize,
+) -> RelayConfig {
+    let port = free_port();
+    let (mode, concurrency, output) = match target {
+        Target::Responder {
+            mode, concurrency, ..
+        } => (
+            *mode,
+            *concurrency,
+            format!("table = \"{table}\"\nwrite_mode = \"{mode}\""),
+        ),
+        Target::Moto => (
+            "conditional",
+            None,
+            format!("table = \"{table}\"\nwrite_mode = \"conditional\""),
+        ),
+        Target::Blackhole => (
+            "blackhole",
+            None,
+            "[[routes.outputs]]\ntype = \"blackhole\"".to_string(),
+        ),
+    };
+    let dynamodb = concurrency
+        .map(|c| format!("[dynamodb]\nconcurrency = {c}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bs}"
+group_id = "bench-{group}-{mode}-{port}"
+topics = ["{topic}"]
+commit_interval = "100ms"
+[schema_registry]
+url = "{reg}"
+[aws]
+region = "us-west-2"
+endpoint_url = "{aws}"
+{dynamodb}[admin]
+listen = "127.0.0.1:{port}"
+[[routes]]
+topic = "{topic}"
+key = ["id"]
+{output}
+"#,
+        bs = lab.kafka.bootstrap_servers(),
+        reg = lab.registry.url(),
+        aws = if endpoint.is_empty() {
+            "http://127.0.0.1:9"
+        } else {
+            endpoint
+        },
+    );
+    RelayConfig {
+        text,
+        admin: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+struct RelayFigures {
+    rate: f64,
+    cpu_s_per_1k: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
+}
+
+/// The relay process; killed if still running when dropped.
+struct RelayProcess(Child);
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU seconds of `pid`.
+fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    // After the command: state is field 3; utime and stime are fields 14 and 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks)
+}
+
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+}
+
+/// Records completed by the relay (written, stale, skipped, dead-lettered), from `/status`.
+async fn processed(client: &reqwest::Client, admin: &str) -> Option<u64> {
+    let st: serde_json::Value = client
+        .get(format!("{admin}/status"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let r = &st["records"];
+    Some(
+        ["written", "stale", "skipped", "dead_lettered", "superseded"]
+            .iter()
+            .map(|k| r[*k].as_u64().unwrap_or(0))
+            .sum(),
+    )
+}
+
+/// A quantile of a Prometheus histogram, interpolated linearly within its bucket.
+pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let within = if count > prev.1 {
+                (rank - prev.1) / (count - prev.1)
+            } else {
+                0.0
+            };
+            return Some(prev.0 + (le - prev.0) * within);
+        }
+        prev = (le, count);
+    }
+    None
+}
+
+/// Starts the relay on `cfg`, waits until it completed `records`, and measures it.
+async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayFigures, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, &cfg.text).map_err(|e| e.to_string())?;
+    let check = Command::new(bin)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !check.status.success() {
+        return Err(format!(
+            "this relay does not accept the case's config: {}",
+            String::from_utf8_lossy(&check.stderr).trim()
+        ));
+    }
+    let log = dir.path().join("relay.log");
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id();
+    let mut proc = RelayProcess(child);
+    let ticks = clock_ticks();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let (lo, hi) = (records / 20, records - records / 20);
+    let mut first: Option<(Instant, u64, f64)> = None;
+    let mut last: Option<(Instant, u64, f64)> = None;
+    loop {
+        if let Ok(Some(st)) = proc.0.try_wait() {
+            return Err(format!(
+                "the relay exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("not done within 10 minutes".into());
+        }
+        let Some(n) = processed(&client, &cfg.admin).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let now = Instant::now();
+        let cpu = cpu_seconds(pid, ticks).unwrap_or(0.0);
+        if n >= lo && first.is_none() {
+            first = Some((now, n, cpu));
+        }
+        if n <= hi || last.is_none() {
+            last = Some((now, n, cpu));
+        }
+        if n >= records {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = client
+        .get(format!("{}/metrics", cfg.admin))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let rss = peak_rss_mb(pid);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until && matches!(proc.0.try_wait(), Ok(None)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Steady state between 5 % and 95 % when the run gave two distinct samples there, else the
+    // whole run.
+    let (rate, cpu_per) = match (first, last) {
+        (Some((t0, n0, c0)), Some((t1, n1, c1))) if n1 > n0 && t1 > t0 => (
+            (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),
+            (c1 - c0) / (n1 - n0) as f64 * 1000.0,
+        ),
+        _ => {
+            let secs = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds(pid, ticks).unwrap_or(0.0);
+            (records as f64 / secs, cpu / records.max(1) as f64 * 1000.0)
+        }
+    };
+    let q = |q| {
+        histogram_quantile(&metrics, "cdc_relay_processing_latency_seconds", q).map(|s| s * 1000.0)
+    };
+    Ok(RelayFigures {
+        rate,
+        cpu_s_per_1k: cpu_per,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        peak_rss_mb: rss,
+    })
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The results as a Markdown table.
+pub fn table(results: &[Measured]) -> String {
+    let mut t = String::from(
+        "| group | case | record bytes | records | records/s | × raw | p50 ms | p99 ms | CPU s / 1k | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for m in results {
+        if let Some(why) = &m.skipped {
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | skipped: {why} | | | | | |\n",
+                m.group, m.case, m.record_bytes, m.records
+            ));
+            continue;
+        }
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            m.group,
+            m.case,
+            m.record_bytes,
+            m.records,
+            fmt(m.records_per_sec, 0),
+            fmt(m.ratio_to_raw, 3),
+            fmt(m.p50_ms, 2),
+            fmt(m.p99_ms, 2),
+            fmt(m.cpu_s_per_1k, 3),
+            fmt(m.peak_rss_mb, 0),
+        ));
+    }
+    t
+}
+
+/// Throughput against concurrency per write mode (the delay cases), as an SVG line chart.
+pub fn plot(results: &[Measured], path: &PathBuf) -> Result<(), String> {
+    use plotters::prelude::*;
+    let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for m in results {
+        if let (
+            Some(Target::Responder {
+                mode,
+                delay_ms,
+                concurrency: Some(c),
+            }),
+            Some(r),
+        ) = (&m.target, m.records_per_sec)
+            && *delay_ms > 0
+        {
+            series.entry(mode).or_default().push((*c as f64, r));
+        }
+    }
+    if series.is_empty() {
+        return Ok(());
+    }
+    let max_y = series
+        .values()
+        .flatten()
+        .map(|(_, r)| *r)
+        .fold(0.0, f64::max)
+        * 1.1;
+    let max_x = series
+        .values()
+        .flatten()
+        .map(|(c, _)| *c)
+        .fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "relay → responder with 5 ms per request: records/s against sink concurrency",
+            ("sans-serif", 18),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((8f64..max_x * 1.3).log_scale(), 0f64..max_y.max(1.0))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("dynamodb.concurrency (batches in flight)")
+        .y_desc("records/s")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (mode, mut pts)) in series.into_iter().enumerate() {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(mode)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}

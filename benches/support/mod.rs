@@ -1,0 +1,8 @@
+//! Benchmark support shared by `benches/e2e.rs` (`make bench`) and `tests/bench_smoke.rs` (the
+//! same instrument on tiny sizes inside `make test`). Benchmarks only: nothing here is product
+//! code or a behaviour-test double.
+
+#![allow(dead_code)]
+
+pub mod e2e;
+pub mod responder;
