@@ -114,7 +114,7 @@ fn decode_and_route(c: &mut Criterion) {
                 || events.clone(),
                 |evs| {
                     for ev in evs {
-                        black_box(route.build(ev, Some(1), 400 * 1024).expect("routes"));
+                        black_box(route.build(&ev, Some(1), 400 * 1024).expect("routes"));
                     }
                 },
                 BatchSize::LargeInput,
@@ -187,7 +187,7 @@ fn pool(c: &mut Criterion) {
             else {
                 panic!("skipped")
             };
-            Arc::new(route.build(ev, None, 400 * 1024).expect("routes"))
+            Arc::new(route.build(&ev, None, 400 * 1024).expect("routes"))
         })
         .collect();
     let handle = PoolHandle::new(
@@ -216,7 +216,7 @@ fn pool(c: &mut Criterion) {
     });
     let mut g = c.benchmark_group("pool");
     g.throughput(Throughput::Elements(RECORDS));
-    g.bench_function("1000 concurrent writes, no-op sink", |b| {
+    g.bench_function("1000 single-request writes, no-op sink", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let cancel = tokio_util::sync::CancellationToken::new();
@@ -224,6 +224,14 @@ fn pool(c: &mut Criterion) {
                     .iter()
                     .map(|r| handle.write(Arc::clone(r), &cancel, true));
                 black_box(futures::future::join_all(writes).await)
+            })
+        })
+    });
+    g.bench_function("one 1000-request batch, no-op sink", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let cancel = tokio_util::sync::CancellationToken::new();
+                black_box(handle.write_batch(&requests, &cancel, true).await)
             })
         })
     });

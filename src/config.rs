@@ -481,8 +481,10 @@ pub struct RouteConfig {
     pub envelope: EnvelopeKind,
     #[serde(default = "default_format")]
     pub format: ValueFormat,
-    /// Target DynamoDB table.
-    pub table: String,
+    /// Target DynamoDB table (the route's state output; the DynamoDB keys below apply to it).
+    /// Optional when `outputs` names other outputs.
+    #[serde(default)]
+    pub table: Option<String>,
     /// Key columns; their values joined by `#` form the partition key attribute.
     pub key: Vec<String>,
     /// Name of the table's partition-key attribute (type S).
@@ -510,6 +512,23 @@ pub struct RouteConfig {
     /// Override `eventbridge.required` for this route.
     #[serde(default)]
     pub events_required: Option<bool>,
+    /// More outputs, after the table and the events, in order (`[[routes.outputs]]`, each with
+    /// a `type` from the output registry, e.g. `blackhole`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// One `[[routes.outputs]]` entry: its `type`, whether it must acknowledge before a commit, and
+/// the type's own settings (checked by the type, see `sinks::registry`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct OutputSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Required outputs block the commit until they acknowledge (default: the type's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
 fn default_envelope() -> EnvelopeKind {
@@ -900,14 +919,14 @@ impl Config {
                 for op in longest_op {
                     let dt = eb
                         .detail_type
-                        .replace("{table}", &r.table)
+                        .replace("{table}", r.table.as_deref().unwrap_or_default())
                         .replace("{op}", op);
                     if dt.chars().count() > 128 {
                         bad(
                             "eventbridge.detail_type",
                             &format!(
                                 "{dt:?} (table {}) is over PutEvents' 128 characters",
-                                r.table
+                                r.table.as_deref().unwrap_or_default()
                             ),
                         );
                         break;
@@ -974,8 +993,24 @@ impl Config {
                     &format!("topic {:?} has more than one route", r.topic),
                 );
             }
-            if r.table.trim().is_empty() {
+            if r.table.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 bad(&at("table"), "must not be empty");
+            }
+            if r.table.is_none() && r.outputs.is_empty() {
+                bad(
+                    &at("table"),
+                    "a route needs an output: a DynamoDB table, or [[routes.outputs]] entries",
+                );
+            }
+            for (j, o) in r.outputs.iter().enumerate() {
+                for (key, why) in crate::sinks::registry::validate(o) {
+                    let k = if key.is_empty() {
+                        format!("outputs[{j}]")
+                    } else {
+                        format!("outputs[{j}].{key}")
+                    };
+                    bad(&at(&k), &why);
+                }
             }
             if r.key.is_empty() {
                 bad(&at("key"), "list at least one key column");
@@ -992,13 +1027,13 @@ impl Config {
             if let Some(other) = self
                 .routes
                 .iter()
-                .find(|o| o.table == r.table && o.write_mode != r.write_mode)
+                .find(|o| r.table.is_some() && o.table == r.table && o.write_mode != r.write_mode)
             {
                 bad(
                     &at("write_mode"),
                     &format!(
                         "table {:?} is also written by topic {:?} in mode {}; one table has one mode",
-                        r.table,
+                        r.table.as_deref().unwrap_or_default(),
                         other.topic,
                         other.write_mode.as_str()
                     ),

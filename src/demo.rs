@@ -317,6 +317,8 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
     let total = i64::try_from(report.records + POISON as u64).unwrap_or(i64::MAX);
     let relay_start = Instant::now();
     let mut last_progress = (0, Instant::now());
+    // Records done and when, for the rate of the last interval.
+    let mut last_rate = (0u64, Instant::now());
     let mut killed: Option<Instant> = None;
     let mut failover_took: Option<f64> = None;
     let mut stale_at_switch: Option<u64> = None;
@@ -394,14 +396,20 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         };
         let done = committed_total(&cluster, "cdc-relay-demo", prefix);
         let o = relay.status().outcomes.to_json();
+        let n = |k: &str| o[k].as_u64().unwrap_or(0);
+        let completed =
+            n("written") + n("stale") + n("superseded") + n("skipped") + n("dead_lettered");
+        let rate =
+            (completed - last_rate.0) as f64 / last_rate.1.elapsed().as_secs_f64().max(0.001);
+        last_rate = (completed, Instant::now());
         println!(
-            "demo: committed {done}/{total} ({:.0}%) — written {}, stale {}, skipped {}, dead-lettered {} — {:.0} records/s",
+            "demo: {completed} records done, {done}/{total} committed ({:.0}%) — written {}, superseded {}, stale {}, skipped {}, dead-lettered {} — {rate:.0} records/s",
             done as f64 * 100.0 / total.max(1) as f64,
-            o["written"],
-            o["stale"],
-            o["skipped"],
-            o["dead_lettered"],
-            done as f64 / relay_start.elapsed().as_secs_f64().max(0.001)
+            n("written"),
+            n("superseded"),
+            n("stale"),
+            n("skipped"),
+            n("dead_lettered"),
         );
         if done >= total {
             break;

@@ -1,5 +1,6 @@
-//! The relay: builds the sink pools (one per DynamoDB table, the EventBridge bus, the DLQ's SQS
-//! queue and Kafka topic), decoder and routes from a `Config`, starts the supervision tree (root
+//! The relay: builds every route's outputs through the output registry (one sink pool per target:
+//! DynamoDB table, EventBridge bus, blackhole, …), the DLQ's pools (SQS queue, Kafka topic), a
+//! decoder per region from a `Config`, starts the supervision tree (root
 //! `Supervisor` → pools, `Consumer` → partition actors) and the admin server, and offers graceful
 //! shutdown and abort.
 //!
@@ -21,12 +22,12 @@ use crate::dlq::kafka::KafkaDlqSink;
 use crate::dlq::sqs::SqsDlqSink;
 use crate::dlq::{DeadLetter, Dlq};
 use crate::kafka::consumer::{ConsumerActor, ConsumerArgs, ConsumerMsg};
-use crate::partition::{EventSink, PartitionDeps, RouteSinks};
-use crate::route::{Route, WriteRequest};
+use crate::partition::{PartitionDeps, RouteOutputs};
+use crate::route::Route;
 use crate::sinks::Sink;
-use crate::sinks::dynamodb::DynamoDbSink;
-use crate::sinks::eventbridge::{EventBridgeSink, EventRequest};
-use crate::sinks::pool::{PoolHandle, PoolSettings, PoolSpec};
+use crate::sinks::aws::timeouts;
+use crate::sinks::pool::{PoolHandle, PoolSettings};
+use crate::sinks::registry::Wiring;
 use crate::status::StatusBoard;
 use crate::supervision::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 
@@ -40,6 +41,8 @@ pub enum RelayError {
     DlqQueue { name: String, error: String },
     #[error("cannot create the Kafka DLQ producer: {0}")]
     DlqProducer(String),
+    #[error("cannot build the outputs: {0}")]
+    Output(String),
     #[error("cannot read the admin token file {path}: {error}")]
     AdminToken { path: String, error: String },
     #[error("cannot bind the admin server on {listen}: {source}")]
@@ -66,14 +69,6 @@ struct ConsumerSpec {
     deps: Arc<PartitionDeps>,
     status: Arc<StatusBoard>,
     current: Arc<Mutex<Option<ActorRef<ConsumerMsg>>>>,
-}
-
-impl Pools {
-    /// Registers `pool` as a root child and as a sink on the status board.
-    fn add<R: crate::sinks::SinkRequest>(&mut self, status: &StatusBoard, pool: &PoolHandle<R>) {
-        status.add_sink(pool.name(), Arc::clone(pool.health()));
-        self.specs.push(Arc::new(PoolSpec(pool.clone())));
-    }
 }
 
 impl ChildSpec for ConsumerSpec {
@@ -186,37 +181,8 @@ pub struct RelayHandle {
     admin_cancel: CancellationToken,
     escalations: mpsc::UnboundedReceiver<String>,
     shutdown_timeout: Duration,
-    dynamodb_pools: Vec<PoolHandle<WriteRequest>>,
-}
-
-/// A client config with this sink's per-attempt timeout.
-fn timeouts(request_timeout: Duration) -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(request_timeout)
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-}
-
-/// Pool settings from a sink's config section; misconfiguration retries at most every 5 s.
-fn settings(
-    concurrency: usize,
-    linger: Duration,
-    retry: &crate::sinks::pool::RetryConfig,
-    breaker: &crate::sinks::breaker::BreakerConfig,
-) -> PoolSettings {
-    PoolSettings {
-        concurrency,
-        linger,
-        retry: retry.clone(),
-        misconfig_backoff: Duration::from_secs(5),
-        breaker: breaker.clone(),
-    }
-}
-
-/// The pools a relay runs, as supervised children of the root.
-struct Pools {
-    specs: Vec<Arc<dyn ChildSpec>>,
-    dynamodb: Vec<PoolHandle<WriteRequest>>,
+    /// Fault injection per sink pool, by pool name.
+    faults: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)>,
 }
 
 /// Resolves the DLQ's queue URL (`sqs_queue_url`, or GetQueueUrl of `sqs_queue_name`).
@@ -256,58 +222,22 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         .or_else(|| sdk.region().map(ToString::to_string))
         .unwrap_or_else(|| "unknown".into());
     let status = StatusBoard::new();
-    let mut pools = Pools {
-        specs: Vec::new(),
-        dynamodb: Vec::new(),
-    };
+    let mut wiring = Wiring::new(&config, &sdk, &region, &status);
 
-    // DynamoDB: one pool per table, in the mode of the routes writing to it.
-    let ddb = &config.dynamodb;
-    let ddb_client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .timeout_config(timeouts(ddb.request_timeout))
-            .build(),
-    );
-    let mut table_pools: HashMap<String, PoolHandle<WriteRequest>> = HashMap::new();
+    // Every route's outputs, in order (DynamoDB table, events, [[routes.outputs]]): one pool per
+    // target, shared by the routes writing there.
+    let mut routes = HashMap::new();
     for r in &config.routes {
-        if table_pools.contains_key(&r.table) {
-            continue;
-        }
-        let sink: Arc<dyn Sink<WriteRequest>> = Arc::new(DynamoDbSink::new(
-            ddb_client.clone(),
-            &r.table,
-            r.write_mode,
-        ));
-        let pool = PoolHandle::new(
-            sink,
-            settings(ddb.concurrency, ddb.linger, &ddb.retry, &ddb.breaker),
+        let outputs =
+            crate::sinks::registry::outputs(r, &mut wiring).map_err(RelayError::Output)?;
+        routes.insert(
+            r.topic.clone(),
+            RouteOutputs {
+                route: Route::new(r.clone()),
+                outputs,
+            },
         );
-        pools.add(&status, &pool);
-        pools.dynamodb.push(pool.clone());
-        table_pools.insert(r.table.clone(), pool);
     }
-
-    // EventBridge: one pool for the bus.
-    let events = config.eventbridge.as_ref().map(|eb| {
-        let mut b = aws_sdk_eventbridge::config::Builder::from(&sdk)
-            .timeout_config(timeouts(eb.request_timeout));
-        if let Some(r) = &eb.region {
-            b = b.region(aws_sdk_eventbridge::config::Region::new(r.clone()));
-        }
-        if let Some(u) = &eb.endpoint_url {
-            b = b.endpoint_url(u);
-        }
-        let sink: Arc<dyn Sink<EventRequest>> = Arc::new(EventBridgeSink::new(
-            aws_sdk_eventbridge::Client::from_conf(b.build()),
-            eb,
-        ));
-        let pool = PoolHandle::new(
-            sink,
-            settings(eb.concurrency, eb.linger, &eb.retry, &eb.breaker),
-        );
-        pools.add(&status, &pool);
-        (pool, Arc::new(eb.clone()))
-    });
 
     // DLQ: SQS, and the Kafka topic when configured.
     let dlq = match &config.dlq {
@@ -319,11 +249,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
                     .build(),
             );
             let url = dlq_queue_url(&client, d).await?;
-            let settings = settings(d.concurrency, d.linger, &d.retry, &d.breaker);
+            let settings = PoolSettings::of(d.concurrency, d.linger, &d.retry, &d.breaker);
             let sink: Arc<dyn Sink<DeadLetter>> =
                 Arc::new(SqsDlqSink::new(client, &url, d.max_message_bytes));
-            let sqs = PoolHandle::new(sink, settings.clone());
-            pools.add(&status, &sqs);
+            let name = sink.name().to_string();
+            let sqs = wiring.pool(&name, || PoolHandle::new(sink, settings.clone()));
             let kafka = match &d.kafka_topic {
                 None => None,
                 Some(topic) => {
@@ -338,16 +268,17 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
                     .map_err(|e| RelayError::DlqProducer(e.to_string()))?;
                     let sink: Arc<dyn Sink<DeadLetter>> =
                         Arc::new(KafkaDlqSink::new(producer, topic, d.request_timeout));
-                    let pool = PoolHandle::new(
-                        sink,
-                        PoolSettings {
-                            concurrency: 256,
-                            linger: Duration::ZERO,
-                            ..settings
-                        },
-                    );
-                    pools.add(&status, &pool);
-                    Some(pool)
+                    let name = sink.name().to_string();
+                    Some(wiring.pool(&name, || {
+                        PoolHandle::new(
+                            sink,
+                            PoolSettings {
+                                concurrency: 256,
+                                linger: Duration::ZERO,
+                                ..settings
+                            },
+                        )
+                    }))
                 }
             };
             Some(Dlq {
@@ -357,29 +288,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
             })
         }
     };
-
-    let mut routes = HashMap::new();
-    for r in &config.routes {
-        let Some(dynamodb) = table_pools.get(&r.table).cloned() else {
-            continue;
-        };
-        let ev = match (config.events_for(r), &events) {
-            (Some(required), Some((pool, cfg))) => Some(EventSink {
-                pool: pool.clone(),
-                required,
-                cfg: Arc::clone(cfg),
-            }),
-            _ => None,
-        };
-        routes.insert(
-            r.topic.clone(),
-            RouteSinks {
-                route: Route::new(r.clone()),
-                dynamodb,
-                events: ev,
-            },
-        );
-    }
+    let Wiring {
+        children: pool_specs,
+        faults,
+        ..
+    } = wiring;
     let active = Arc::new(crate::region::Active::new(Side::Primary));
     let primary = Decoder::new(RegistryClient::new(&config.registry(Side::Primary))?);
     let decoders = if config.has_regional_registry() {
@@ -391,8 +304,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     let deps = Arc::new(PartitionDeps {
         routes,
         dlq,
-        region,
-        max_item_bytes: config.dynamodb.max_item_bytes,
+        region: region.clone(),
         status: Arc::clone(&status),
     });
     let failover_ref = Arc::new(Mutex::new(None));
@@ -420,13 +332,15 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     let current = Arc::new(Mutex::new(None));
     let (tx, escalations) = mpsc::unbounded_channel();
     // The pools first: partition actors write through them as soon as the consumer runs.
-    let mut children = pools.specs;
+    let mut children = pool_specs;
     if config.regions.is_some() {
         let control = config.failover.control_table.as_ref().map(|t| {
-            Arc::new(crate::region::control::ControlTable::new(
-                ddb_client.clone(),
-                t,
-            ))
+            let client = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .timeout_config(timeouts(config.dynamodb.request_timeout))
+                    .build(),
+            );
+            Arc::new(crate::region::control::ControlTable::new(client, t))
         });
         // Before the consumer: a pod that starts while the group runs on the secondary must
         // follow the control record before it consumes anything.
@@ -479,7 +393,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
         admin_cancel,
         escalations,
         shutdown_timeout: config.runtime.shutdown_timeout,
-        dynamodb_pools: pools.dynamodb,
+        faults,
     })
 }
 
@@ -515,11 +429,13 @@ impl RelayHandle {
     /// Fault injection for tests and chaos runs: every DynamoDB sink-pool actor fails; their
     /// in-flight writes are retried against the actors their supervisor restarts.
     pub fn inject_sink_pool_failure(&self) -> bool {
-        self.dynamodb_pools
+        let ddb: Vec<_> = self
+            .faults
             .iter()
-            .fold(!self.dynamodb_pools.is_empty(), |ok, p| {
-                p.inject_failure() && ok
-            })
+            .filter(|(name, _)| name.starts_with("dynamodb:"))
+            .collect();
+        ddb.iter()
+            .fold(!ddb.is_empty(), |ok, (_, fail)| fail() && ok)
     }
 
     /// Drains in-flight records, commits, leaves the group and stops everything.

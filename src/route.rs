@@ -59,6 +59,19 @@ pub mod limits {
     pub const MAX_EXPONENT: i64 = 125;
 }
 
+impl WriteRequest {
+    /// The write as JSON (the DLQ body's decoded change).
+    pub fn to_json(&self) -> serde_json::Value {
+        let item = match &self.kind {
+            WriteKind::Put(item) => serde_json::Value::Object(
+                item.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            ),
+            WriteKind::Delete => serde_json::Value::Null,
+        };
+        serde_json::json!({"table": &*self.table, "pk": self.pk, "seq": self.seq.as_str(), "op": self.op.as_str(), "item": item})
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
     #[error("key column {column:?} is missing or null in the {image} image")]
@@ -107,25 +120,21 @@ pub struct Route {
 impl Route {
     pub fn new(cfg: RouteConfig) -> Self {
         Route {
-            table: Arc::from(cfg.table.as_str()),
+            table: Arc::from(cfg.table.as_deref().unwrap_or_default()),
             pk_attribute: Arc::from(cfg.pk_attribute.as_str()),
             cfg,
         }
     }
 
-    /// Builds the write for `ev`. `kafka_ts_ms` is used for `_ts` when the source has no time.
-    pub fn build(
-        &self,
-        ev: ChangeEvent,
-        kafka_ts_ms: Option<i64>,
-        max_item_bytes: usize,
-    ) -> Result<WriteRequest, RouteError> {
+    /// The change's key: the key columns' values of its identifying image (`before` for
+    /// deletes, else `after`) joined by `#`.
+    pub fn key(&self, ev: &ChangeEvent) -> Result<String, RouteError> {
         let (image_name, image) = match ev.op {
             Op::Delete => ("before", ev.before.as_ref().or(ev.after.as_ref())),
             _ => ("after", ev.after.as_ref()),
         };
-        let mut parts = Vec::with_capacity(self.cfg.key.len());
-        for col in &self.cfg.key {
+        let mut pk = String::new();
+        for (i, col) in self.cfg.key.iter().enumerate() {
             let v = image
                 .and_then(|r| r.get(col))
                 .and_then(Value::key_text)
@@ -133,9 +142,38 @@ impl Route {
                     column: col.clone(),
                     image: image_name,
                 })?;
-            parts.push(v);
+            if i > 0 {
+                pk.push('#');
+            }
+            pk.push_str(&v);
         }
-        let pk = parts.join("#");
+        Ok(pk)
+    }
+
+    /// Builds the write for `ev` (key included). `kafka_ts_ms` is used for `_ts` when the source
+    /// has no time.
+    pub fn build(
+        &self,
+        ev: &ChangeEvent,
+        kafka_ts_ms: Option<i64>,
+        max_item_bytes: usize,
+    ) -> Result<WriteRequest, RouteError> {
+        let pk = self.key(ev)?;
+        self.build_keyed(ev, pk, kafka_ts_ms, max_item_bytes)
+    }
+
+    /// Builds the write for `ev` whose key (`Route::key`) is `pk`.
+    pub fn build_keyed(
+        &self,
+        ev: &ChangeEvent,
+        pk: String,
+        kafka_ts_ms: Option<i64>,
+        max_item_bytes: usize,
+    ) -> Result<WriteRequest, RouteError> {
+        let image = match ev.op {
+            Op::Delete => ev.before.as_ref().or(ev.after.as_ref()),
+            _ => ev.after.as_ref(),
+        };
         if pk.is_empty() {
             return Err(RouteError::BadKeyValue("empty".into()));
         }
@@ -195,10 +233,10 @@ impl Route {
             table: Arc::clone(&self.table),
             pk_attribute: Arc::clone(&self.pk_attribute),
             pk,
-            seq: ev.seq,
+            seq: ev.seq.clone(),
             op: ev.op,
             kind,
-            src: ev.source,
+            src: ev.source.clone(),
             item_bytes,
         })
     }
@@ -350,7 +388,7 @@ mod tests {
     fn put_carries_metadata_and_composite_key() {
         let w = route("")
             .build(
-                ev(
+                &ev(
                     Op::Update,
                     &[
                         ("id", Value::Number("4".into())),
@@ -383,7 +421,7 @@ mod tests {
             ("big", Value::String("x".into())),
         ];
         let w = route("tombstone_ttl = '1h'")
-            .build(ev(Op::Delete, &row), None, 1000)
+            .build(&ev(Op::Delete, &row), None, 1000)
             .unwrap();
         let WriteKind::Put(item) = w.kind else {
             panic!()
@@ -392,7 +430,7 @@ mod tests {
         assert!(!item.contains_key("big"));
         assert_eq!(item["_ttl"], Value::Number((5 + 3600).to_string()));
         let w = route("delete = 'hard'")
-            .build(ev(Op::Delete, &row), None, 1000)
+            .build(&ev(Op::Delete, &row), None, 1000)
             .unwrap();
         assert_eq!(w.kind, WriteKind::Delete);
     }
@@ -401,7 +439,7 @@ mod tests {
     fn missing_key_and_oversize_are_poison() {
         let e = route("")
             .build(
-                ev(Op::Insert, &[("id", Value::Number("4".into()))]),
+                &ev(Op::Insert, &[("id", Value::Number("4".into()))]),
                 None,
                 1000,
             )
@@ -415,7 +453,7 @@ mod tests {
         );
         let e = route("")
             .build(
-                ev(
+                &ev(
                     Op::Insert,
                     &[
                         ("id", Value::Number("4".into())),
@@ -431,7 +469,7 @@ mod tests {
     }
 
     fn build(row: &[(&str, Value)]) -> Result<WriteRequest, RouteError> {
-        route("").build(ev(Op::Insert, row), None, 400 * 1024)
+        route("").build(&ev(Op::Insert, row), None, 400 * 1024)
     }
 
     fn key() -> [(&'static str, Value); 2] {
@@ -461,7 +499,7 @@ mod tests {
         .unwrap();
         let e = Route::new(cfg.routes[0].clone())
             .build(
-                ev(Op::Insert, &[("id", Value::String(String::new()))]),
+                &ev(Op::Insert, &[("id", Value::String(String::new()))]),
                 None,
                 1000,
             )

@@ -206,6 +206,8 @@ pub enum ConsumerPhase {
 pub struct Outcomes {
     pub written: std::sync::atomic::AtomicU64,
     pub stale: std::sync::atomic::AtomicU64,
+    /// Completed by a newer version of their key written in their place (coalescing).
+    pub superseded: std::sync::atomic::AtomicU64,
     pub skipped: std::sync::atomic::AtomicU64,
     /// Records that stopped their partition (no DLQ, or the DLQ rejected them).
     pub poison: std::sync::atomic::AtomicU64,
@@ -216,7 +218,7 @@ pub struct Outcomes {
 impl Outcomes {
     pub fn to_json(&self) -> serde_json::Value {
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({"written": g(&self.written), "stale": g(&self.stale), "skipped": g(&self.skipped), "poison": g(&self.poison), "dead_lettered": g(&self.dead_lettered)})
+        serde_json::json!({"written": g(&self.written), "stale": g(&self.stale), "superseded": g(&self.superseded), "skipped": g(&self.skipped), "poison": g(&self.poison), "dead_lettered": g(&self.dead_lettered)})
     }
 }
 

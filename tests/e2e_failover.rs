@@ -52,7 +52,7 @@ async fn wait_done_on_secondary(secondary: &MockKafka, group: &str, mirror: &str
 }
 
 fn completed(relay: &cdc_relay::relay::RelayHandle) -> u64 {
-    ["written", "stale", "skipped", "dead_lettered"]
+    ["written", "stale", "superseded", "skipped", "dead_lettered"]
         .iter()
         .map(|k| common::count(relay, k))
         .sum()
@@ -172,7 +172,7 @@ async fn e2e_primary_death_fails_over_within_10s_exactly() {
     // The first DynamoDB answer (written, or stale: a replayed record the guard refused) for a
     // record of the mirror topic, i.e. consumed from the secondary.
     let from_secondary = |m: &str| -> f64 {
-        ["written", "stale"]
+        ["written", "stale", "superseded"]
             .iter()
             .filter_map(|o| {
                 metric(
@@ -305,13 +305,18 @@ async fn e2e_planned_failover_and_failback_replay_nothing() {
     env.assert_exact(&s).await;
 
     // Zero replay: every record was processed exactly once across both switches.
-    let (written, skipped, stale) = (
+    let (written, skipped, stale, superseded) = (
         common::count(&relay, "written"),
         common::count(&relay, "skipped"),
         common::count(&relay, "stale"),
+        common::count(&relay, "superseded"),
     );
     assert_eq!(stale, 0, "records replayed across planned switches");
-    assert_eq!(written + skipped, s.report.records, "each record once");
+    assert_eq!(
+        written + skipped + superseded,
+        s.report.records,
+        "each record once"
+    );
     let st = relay.status().to_json();
     assert_eq!(st["region"]["active"], "primary", "{st}");
     relay.shutdown().await;

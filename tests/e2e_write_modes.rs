@@ -71,7 +71,10 @@ async fn run(name: &'static str, mode: WriteMode, seed: u64) -> Replay {
         }
         samples += 1;
         let c = env.committed(&s.group, &s.topic, PARTITIONS);
-        let done = count(&r2, "written") + count(&r2, "stale") + count(&r2, "skipped");
+        let done = count(&r2, "written")
+            + count(&r2, "stale")
+            + count(&r2, "skipped")
+            + count(&r2, "superseded");
         if c.iter().zip(&ends).all(|(c, e)| *c == Some(*e)) && done == RECORDS {
             break;
         }

@@ -564,6 +564,32 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
         .spawn()
         .map_err(|e| e.to_string())?;
     let pid = child.id();
+    // `CDC_RELAY_BENCH_PERF=<file>` with `CDC_RELAY_BENCH_PERF_CASE=<part of a case config>`:
+    // a CPU profile of that case's relay process (`perf record -g`, DWARF call graphs).
+    let perf = match (
+        std::env::var("CDC_RELAY_BENCH_PERF"),
+        std::env::var("CDC_RELAY_BENCH_PERF_CASE"),
+    ) {
+        (Ok(out), Ok(case)) if cfg.text.contains(&case) => Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,16384",
+                "-o",
+                &out,
+                "-p",
+            ])
+            .arg(pid.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok(),
+        _ => None,
+    };
     let mut proc = RelayProcess(child);
     let ticks = clock_ticks();
     let client = reqwest::Client::new();
@@ -607,6 +633,12 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
         .await
         .map_err(|e| e.to_string())?;
     let rss = peak_rss_mb(pid);
+    if let Some(mut p) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();

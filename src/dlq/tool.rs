@@ -21,12 +21,11 @@ use super::DlqBody;
 use crate::config::Config;
 use crate::decode::registry::RegistryClient;
 use crate::decode::{Decoded, Decoder};
-use crate::error_class::ErrorClass;
 use crate::event::SourcePos;
 use crate::route::Route;
-use crate::sinks::dynamodb::DynamoDbSink;
-use crate::sinks::retry::Backoff;
-use crate::sinks::{Sink, SinkResult};
+use crate::sinks::output::{Change, Output};
+use crate::sinks::pool::WriteOutcome;
+use crate::sinks::registry::{self, Wiring};
 
 /// The header a replayed record carries: the SQS message id it came from.
 pub const REPLAY_HEADER: &str = "cdc-relay-dlq-replay";
@@ -43,6 +42,8 @@ pub enum ToolError {
     Kafka(String),
     #[error(transparent)]
     Registry(#[from] crate::decode::registry::RegistryError),
+    #[error("cannot start the outputs: {0}")]
+    Sinks(String),
 }
 
 /// One DLQ message as read from SQS.
@@ -250,7 +251,7 @@ impl DlqTool {
             _ => None,
         };
         let sinks = match target {
-            ReplayTarget::Sinks => Some(SinkReplay::new(&self.config, &self.sdk)?),
+            ReplayTarget::Sinks => Some(SinkReplay::new(&self.config, &self.sdk).await?),
             ReplayTarget::Topic(_) => None,
         };
         let mut seen = std::collections::HashSet::new();
@@ -357,42 +358,50 @@ impl DlqTool {
     }
 }
 
-/// Re-runs records through decode → route → DynamoDB.
+/// Re-runs records through decode → route → every output of their route, in order (the DynamoDB
+/// table, the events, `[[routes.outputs]]`), through the same outputs and pools as the relay.
 struct SinkReplay {
     decoder: Decoder,
-    routes: HashMap<String, Route>,
-    tables: HashMap<String, DynamoDbSink>,
-    max_item_bytes: usize,
+    routes: HashMap<String, (Route, Vec<Arc<dyn Output>>)>,
+    /// The pools' supervisor; stopped when the replay ends.
+    root: ractor::ActorRef<crate::supervision::SupervisorMsg>,
 }
 
+/// How long one record may take through its outputs before the replay gives up on it.
+const REPLAY_DEADLINE: Duration = Duration::from_secs(30);
+
 impl SinkReplay {
-    fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, ToolError> {
-        let client = aws_sdk_dynamodb::Client::new(sdk);
+    async fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, ToolError> {
+        let status = crate::status::StatusBoard::new();
+        let region = config.aws.region.clone().unwrap_or_default();
+        let mut wiring = Wiring::new(config, sdk, &region, &status);
+        let mut routes = HashMap::new();
+        for r in &config.routes {
+            let outputs = registry::outputs(r, &mut wiring).map_err(ToolError::Sinks)?;
+            routes.insert(r.topic.clone(), (Route::new(r.clone()), outputs));
+        }
+        let (root, _) = ractor::Actor::spawn(
+            None,
+            crate::supervision::Supervisor,
+            crate::supervision::SupervisorArgs {
+                policy: config.runtime.supervision.clone(),
+                children: wiring.children,
+                escalate_to: None,
+            },
+        )
+        .await
+        .map_err(|e| ToolError::Sinks(e.to_string()))?;
         Ok(SinkReplay {
             decoder: Decoder::new(RegistryClient::new(
                 &config.registry(crate::config::Side::Primary),
             )?),
-            routes: config
-                .routes
-                .iter()
-                .map(|r| (r.topic.clone(), Route::new(r.clone())))
-                .collect(),
-            tables: config
-                .routes
-                .iter()
-                .map(|r| {
-                    (
-                        r.table.clone(),
-                        DynamoDbSink::new(client.clone(), &r.table, r.write_mode),
-                    )
-                })
-                .collect(),
-            max_item_bytes: config.dynamodb.max_item_bytes,
+            routes,
+            root,
         })
     }
 
     async fn write(&self, b: &DlqBody, value: Option<Vec<u8>>) -> Result<(), String> {
-        let route = self
+        let (route, outputs) = self
             .routes
             .get(&b.topic)
             .ok_or_else(|| format!("no route for topic {}", b.topic))?;
@@ -410,30 +419,53 @@ impl SinkReplay {
             Decoded::Skipped(_) => return Ok(()),
             Decoded::Change(ev) => ev,
         };
-        let req = route
-            .build(ev, b.timestamp_ms, self.max_item_bytes)
+        let key = route
+            .key(&ev)
             .map_err(|e| format!("still cannot route: {e}"))?;
-        let sink = self
-            .tables
-            .get(&route.cfg.table)
-            .ok_or_else(|| format!("no sink for table {}", route.cfg.table))?;
-        let req = Arc::new(req);
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 2.0);
-        loop {
-            let r = sink
-                .write_batch(std::slice::from_ref(&req))
-                .await
-                .pop()
-                .unwrap_or(SinkResult::Done);
-            match r {
-                SinkResult::Done | SinkResult::Stale => return Ok(()),
-                SinkResult::Failed(e)
-                    if e.class == ErrorClass::Retryable && backoff.attempts() < 8 =>
-                {
-                    tokio::time::sleep(backoff.next_delay()).await;
+        let traceparent = b
+            .headers()
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+            .and_then(|(_, v)| v)
+            .and_then(|v| String::from_utf8(v).ok())
+            .filter(|t| crate::record::well_formed_traceparent(t));
+        let change = Change {
+            event: &ev,
+            key: &key,
+            kafka_ts_ms: b.timestamp_ms,
+            traceparent: traceparent.as_deref(),
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _deadline = {
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REPLAY_DEADLINE).await;
+                c.cancel();
+            })
+        };
+        for o in outputs {
+            let p = o
+                .prepare(&change)
+                .map_err(|f| format!("{} still refuses it: {}", o.name(), f.error))?;
+            match o.write(&[p], &cancel).await.pop() {
+                Some(WriteOutcome::Done | WriteOutcome::Stale) => {}
+                Some(WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e)) => {
+                    return Err(format!("{} still fails: {e}", o.name()));
                 }
-                SinkResult::Failed(e) => return Err(format!("sink still fails: {e}")),
+                _ => {
+                    return Err(format!(
+                        "{} did not acknowledge within {REPLAY_DEADLINE:?}",
+                        o.name()
+                    ));
+                }
             }
         }
+        Ok(())
+    }
+}
+
+impl Drop for SinkReplay {
+    fn drop(&mut self) {
+        self.root.stop(None);
     }
 }

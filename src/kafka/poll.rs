@@ -1,5 +1,6 @@
-//! The poll thread: the only user of the `BaseConsumer`. It polls the group's main queue and
-//! dispatches each record to its partition actor (DESIGN §2: no split partition queues), runs
+//! The poll thread: the only user of the `BaseConsumer`. It polls the group's main queue (DESIGN
+//! §2: no split partition queues), takes everything already fetched (up to `POLL_BATCH` records)
+//! and hands each partition actor its records as one message per poll round, runs
 //! flow control every `FLOW_INTERVAL`, commits and retries seeks every `commit_interval`, and
 //! carries out the `Consumer` actor's commands (replace a partition actor, stop).
 //!
@@ -24,6 +25,18 @@ use crate::config::{ClusterConfig, KafkaConfig};
 use crate::partition::PartitionMsg;
 use crate::record::RecordIn;
 use crate::status::ConsumerPhase;
+
+/// At most this many records per poll round (what is already fetched; polling never waits for
+/// more once it has one).
+const POLL_BATCH: usize = 2048;
+
+/// Records of one partition taken in one poll round.
+struct Group {
+    tp: Tp,
+    slot: Option<Slot>,
+    source_topic: String,
+    records: Vec<RecordIn>,
+}
 
 /// Commands to the poll thread.
 pub enum Cmd {
@@ -101,15 +114,7 @@ impl PollLoop {
                     }
                 }
             }
-            match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(m)) => self.dispatch(&m),
-                Some(Err(e)) => {
-                    metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&e))
-                        .increment(1);
-                    tracing::debug!(error = %e, "consumer poll error");
-                }
-                None => {}
-            }
+            self.poll_round();
             if last_flow.elapsed() >= FLOW_INTERVAL {
                 self.flow.tick(&self.consumer, &self.shared);
                 last_flow = Instant::now();
@@ -122,16 +127,73 @@ impl PollLoop {
         }
     }
 
-    fn dispatch(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
-        let tp = (m.topic().to_string(), m.partition());
-        let Some(slot) = self.shared.slot(&tp) else {
-            tracing::debug!(topic = %tp.0, partition = tp.1, "record for an unassigned partition dropped (not committed)");
+    /// Polls once (waiting up to 50 ms for the first record), takes whatever else is already
+    /// fetched, and hands each partition its records in one message.
+    fn poll_round(&self) {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..POLL_BATCH {
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => self.take(&m, &mut groups),
+                Some(Err(e)) => {
+                    metrics::counter!("cdc_relay_consumer_errors_total", "kind" => error_kind(&e))
+                        .increment(1);
+                    tracing::debug!(error = %e, "consumer poll error");
+                    break;
+                }
+                None => break,
+            }
+            wait = Duration::ZERO;
+        }
+        for g in groups {
+            let Some(slot) = g.slot else {
+                continue;
+            };
+            if g.records.is_empty() {
+                continue;
+            }
+            // If the actor died, the records come back and drop their tickets; its supervisor
+            // replaces the actor and seeks back. Not tracked, not committed.
+            let _ = slot.actor.cast(PartitionMsg::Records(g.records));
+        }
+    }
+
+    /// Adds one fetched record to its partition's group.
+    fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>, groups: &mut Vec<Group>) {
+        let (topic, partition) = (m.topic(), m.partition());
+        let at = match groups
+            .iter()
+            .position(|g| g.tp.1 == partition && g.tp.0 == topic)
+        {
+            Some(i) => i,
+            None => {
+                let tp = (topic.to_string(), partition);
+                let slot = self.shared.slot(&tp);
+                if slot.is_none() {
+                    tracing::debug!(
+                        topic,
+                        partition,
+                        "record for an unassigned partition dropped (not committed)"
+                    );
+                }
+                groups.push(Group {
+                    // Routes, `_src`, events and the DLQ use the source topic name in every region.
+                    source_topic: topic
+                        .strip_prefix(self.shared.topic_prefix.as_str())
+                        .unwrap_or(topic)
+                        .to_string(),
+                    tp,
+                    // Fetched before a pending seek took effect: fetched again after it.
+                    slot: slot.filter(|s| s.seek_to.is_none()),
+                    records: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        let Some(slot) = &g.slot else {
             return;
         };
-        if slot.seek_to.is_some() {
-            // Fetched before the pending seek took effect: fetched again after it. Not tracked.
-            return;
-        }
         let headers: Vec<(String, Option<Vec<u8>>)> = m
             .headers()
             .map(|hs| {
@@ -141,14 +203,9 @@ impl PollLoop {
             })
             .unwrap_or_default();
         let bytes = RecordIn::accounted_bytes(m.key(), m.payload(), &headers);
-        let rec = RecordIn {
-            // Routes, `_src`, events and the DLQ use the source topic name in every region.
-            topic: tp
-                .0
-                .strip_prefix(self.shared.topic_prefix.as_str())
-                .unwrap_or(&tp.0)
-                .to_string(),
-            partition: tp.1,
+        g.records.push(RecordIn {
+            topic: g.source_topic.clone(),
+            partition,
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
@@ -156,12 +213,11 @@ impl PollLoop {
             timestamp_ms: m.timestamp().to_millis(),
             received: Instant::now(),
             ticket: Some(slot.state.admit(bytes)),
-        };
-        // If the actor died, the record comes back and drops its ticket; its supervisor replaces
-        // the actor and seeks back. Not tracked, not committed.
-        let _ = slot.actor.cast(PartitionMsg::Record(Box::new(rec)));
+        });
+        // At a bound the partition (or everything) pauses at once: librdkafka then drops what
+        // it had fetched beyond this record, so the bounds hold to within one record.
         self.flow
-            .after_dispatch(&self.consumer, &self.shared, &tp, &slot);
+            .after_dispatch(&self.consumer, &self.shared, &g.tp, slot);
     }
 
     /// Seeks that are due (start positions, restarts); a partition paused meanwhile resumes.

@@ -1,97 +1,69 @@
-//! The partition actor: one per assigned partition. Decodes each record, routes it, and runs one
-//! job per record — the DynamoDB write, then the EventBridge event, or the DLQ — with per-key
-//! ordering; it tracks offsets so only completed prefixes commit.
+//! The partition actor: one per assigned partition. It takes the records the poll thread hands it
+//! in batches, decodes and routes each, has every output of its route prepare its request, and
+//! runs them through the `Pipeline` (`pipeline.rs`: outputs in route order, one request in flight
+//! per key and output, coalescing on state outputs). What an output can send is sent as one batch
+//! — one task and one reply per batch, not per record — and completions advance the
+//! `OffsetTracker`, whose contiguous prefix the consumer thread commits.
 //!
-//! It never commits (the consumer thread does, from `PartitionState::committable`), never skips a
-//! record silently (poison goes to the DLQ, or stops the partition when there is none), and never
-//! lets two jobs for one key run at once.
+//! It never commits itself, never skips a record silently (poison goes to the DLQ, or stops the
+//! partition when there is none or the DLQ refuses it), and never has two requests of one key in
+//! flight to one output.
 
 pub mod offsets;
+pub mod pipeline;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::config::EventBridgeConfig;
 use crate::decode::{Decoded, Decoder};
 use crate::dlq::{DeadLetter, Dlq};
 use crate::error_class::ErrorClass;
 use crate::record::RecordIn;
-use crate::route::{Route, WriteKind, WriteRequest};
-use crate::sinks::SinkError;
-use crate::sinks::eventbridge::EventRequest;
-use crate::sinks::pool::{PoolHandle, WriteOutcome};
+use crate::route::Route;
+use crate::sinks::output::{Change, Failure, Output, Prepared};
+use crate::sinks::pool::WriteOutcome;
 use crate::sinks::retry::Backoff;
 use crate::status::{PartitionState, StopInfo};
 use offsets::OffsetTracker;
+use pipeline::{Done, Pipeline, Unit};
 
-/// A route's events: the EventBridge pool and whether the route requires them.
-pub struct EventSink {
-    pub pool: PoolHandle<EventRequest>,
-    pub required: bool,
-    pub cfg: Arc<EventBridgeConfig>,
-}
-
-/// A route with the sinks it writes to.
-pub struct RouteSinks {
+/// A route with its outputs, in order.
+pub struct RouteOutputs {
     pub route: Route,
-    pub dynamodb: PoolHandle<WriteRequest>,
-    pub events: Option<EventSink>,
+    pub outputs: Vec<Arc<dyn Output>>,
 }
 
-/// What every partition actor shares: routes with their sink pools, the DLQ.
+/// What every partition actor shares: routes with their outputs, the DLQ.
 pub struct PartitionDeps {
-    pub routes: HashMap<String, RouteSinks>,
+    pub routes: HashMap<String, RouteOutputs>,
     pub dlq: Option<Dlq>,
-    /// The relay's region, written into events and DLQ attributes.
+    /// The relay's region, written into DLQ attributes.
     pub region: String,
-    pub max_item_bytes: usize,
     pub status: Arc<crate::status::StatusBoard>,
 }
 
-/// Why a record cannot succeed.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub class: ErrorClass,
-    pub reason: String,
-    pub error: String,
-}
-
-impl Failure {
-    fn from_sink(e: &SinkError, prefix: &str) -> Failure {
-        Failure {
-            class: e.class,
-            reason: format!("{prefix}{}", e.reason),
-            error: e.to_string(),
-        }
-    }
-}
-
-/// How a record's job ended.
-#[derive(Debug)]
-pub enum JobOutcome {
-    Written,
-    Stale,
-    /// In the DLQ (with this reason); the offset may commit.
-    DeadLettered(String),
-    /// No DLQ, or the DLQ rejected the record: the partition stops at it.
-    Stop(Failure),
-    /// Given up (revoke, shutdown, actor restart): not committed, fetched again later.
-    Cancelled,
-}
-
 pub enum PartitionMsg {
-    Record(Box<RecordIn>),
-    JobDone {
-        offset: i64,
-        pk: Option<String>,
-        outcome: JobOutcome,
-        received: Instant,
+    /// Records of this partition, in offset order, as one poll round brought them.
+    Records(Vec<RecordIn>),
+    /// Output `lane` answered the batch it was given.
+    Written {
+        lane: usize,
+        units: Vec<Unit>,
+        outcomes: Vec<WriteOutcome>,
     },
-    /// Stop taking records; reply once no job is running.
+    /// A record's way to the DLQ ended.
+    DeadLettered {
+        offset: i64,
+        received: Instant,
+        outcome: WriteOutcome,
+        failure: Failure,
+    },
+    /// Stop taking records; reply once nothing is in flight.
     Drain(std::sync::mpsc::Sender<()>),
     /// Fault injection (tests, chaos): fail this actor as a bug would, so its supervisor restarts it.
     Fail(String),
@@ -104,88 +76,28 @@ pub struct PartitionArgs {
     pub state: Arc<PartitionState>,
 }
 
-/// One record's work. Holding it holds the record's in-flight ticket.
-struct Job {
-    rec: RecordIn,
-    write: Option<Arc<WriteRequest>>,
-    event: Option<Arc<EventRequest>>,
-    /// Set when decoding or routing already showed the record to be poison.
-    poison: Option<Failure>,
+/// Metric handles, resolved once per actor (not per record).
+struct Meters {
+    consumed: Counter,
+    written: Counter,
+    stale: Counter,
+    superseded: Counter,
+    skipped: Counter,
+    dead_lettered: Counter,
+    latency: Histogram,
 }
 
-impl Job {
-    /// The decoded change as JSON for the DLQ body (when decoding got that far).
-    fn decoded(&self) -> Option<serde_json::Value> {
-        let w = self.write.as_ref()?;
-        let item = match &w.kind {
-            WriteKind::Put(item) => serde_json::Value::Object(
-                item.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
-            WriteKind::Delete => serde_json::Value::Null,
-        };
-        Some(
-            serde_json::json!({"table": &*w.table, "pk": w.pk, "seq": w.seq.as_str(), "op": w.op.as_str(), "item": item}),
-        )
-    }
-
-    /// Runs the job: DynamoDB (required), then the event (the change is in the table before
-    /// anyone hears of it; sent on stale too, so a replay re-sends what a crash may have lost,
-    /// with the same `event_id`). A failure goes to the DLQ.
-    async fn run(self, deps: Arc<PartitionDeps>, cancel: CancellationToken) -> JobOutcome {
-        let mut failure = self.poison.clone();
-        let mut stale = false;
-        if failure.is_none()
-            && let Some(rs) = deps.routes.get(&self.rec.topic)
-        {
-            if let Some(w) = &self.write {
-                match rs.dynamodb.write(Arc::clone(w), &cancel, true).await {
-                    WriteOutcome::Done => {}
-                    WriteOutcome::Stale => stale = true,
-                    WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => {
-                        failure = Some(Failure::from_sink(&e, ""));
-                    }
-                    WriteOutcome::Cancelled => return JobOutcome::Cancelled,
-                }
-            }
-            if failure.is_none()
-                && let (Some(ev), Some(es)) = (&self.event, &rs.events)
-            {
-                match es.pool.write(Arc::clone(ev), &cancel, es.required).await {
-                    WriteOutcome::Done | WriteOutcome::Stale => {}
-                    WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => {
-                        failure = Some(Failure::from_sink(&e, "eventbridge_"));
-                    }
-                    WriteOutcome::Cancelled => return JobOutcome::Cancelled,
-                }
-            }
-        }
-        let Some(f) = failure else {
-            return if stale {
-                JobOutcome::Stale
-            } else {
-                JobOutcome::Written
-            };
-        };
-        let Some(dlq) = &deps.dlq else {
-            return JobOutcome::Stop(f);
-        };
-        let dl = DeadLetter::new(
-            &self.rec,
-            f.class,
-            &f.reason,
-            &f.error,
-            self.decoded(),
-            &deps.region,
-            dlq.max_message_bytes,
-        );
-        match dlq.send(dl, &cancel).await {
-            WriteOutcome::Done | WriteOutcome::Stale => JobOutcome::DeadLettered(f.reason),
-            WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => JobOutcome::Stop(Failure {
-                class: ErrorClass::Poison,
-                reason: "dlq_rejected".into(),
-                error: format!("{} (the DLQ rejected it: {e})", f.error),
-            }),
-            WriteOutcome::Cancelled => JobOutcome::Cancelled,
+impl Meters {
+    fn new(topic: &str) -> Meters {
+        let processed = |outcome: &'static str| metrics::counter!("cdc_relay_records_processed_total", "topic" => topic.to_string(), "outcome" => outcome);
+        Meters {
+            consumed: metrics::counter!("cdc_relay_records_consumed_total", "topic" => topic.to_string()),
+            written: processed("written"),
+            stale: processed("stale"),
+            superseded: processed("superseded"),
+            skipped: processed("skipped"),
+            dead_lettered: processed("dead_lettered"),
+            latency: metrics::histogram!("cdc_relay_processing_latency_seconds"),
         }
     }
 }
@@ -195,12 +107,16 @@ pub struct PartitionActorState {
     decoder: Decoder,
     shared: Arc<PartitionState>,
     tracker: OffsetTracker,
-    /// Keys with a job running, each with the jobs waiting behind it in offset order.
-    keys: HashMap<String, VecDeque<Job>>,
-    active: usize,
+    /// Created with the first record: one lane per output of the partition's route.
+    pipeline: Option<Pipeline<RecordIn>>,
+    /// The source topic whose route the pipeline follows.
+    topic: Option<String>,
+    /// Records on their way to the DLQ.
+    dead_lettering: usize,
     /// The offset this partition stopped at (poison without a DLQ), if any.
     stopped_at: Option<i64>,
     draining: Option<std::sync::mpsc::Sender<()>>,
+    meters: Meters,
     cancel: CancellationToken,
     _cancel_on_drop: DropGuard,
 }
@@ -208,8 +124,8 @@ pub struct PartitionActorState {
 pub struct PartitionActor;
 
 impl PartitionActorState {
-    fn labels(&self) -> [(&'static str, String); 1] {
-        [("topic", self.shared.topic.clone())]
+    fn route(&self) -> Option<&RouteOutputs> {
+        self.topic.as_ref().and_then(|t| self.deps.routes.get(t))
     }
 
     /// Marks `offset` complete and publishes the new commit position.
@@ -227,18 +143,17 @@ impl PartitionActorState {
             self.shared.set_processed_ts(ts);
         }
         let o = &self.deps.status.outcomes;
-        match outcome {
-            "written" => &o.written,
-            "stale" => &o.stale,
-            "dead_lettered" => &o.dead_lettered,
-            _ => &o.skipped,
-        }
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut l = self.labels().to_vec();
-        l.push(("outcome", outcome.to_string()));
-        metrics::counter!("cdc_relay_records_processed_total", &l).increment(1);
-        metrics::histogram!("cdc_relay_processing_latency_seconds")
-            .record(received.elapsed().as_secs_f64());
+        let m = &self.meters;
+        let (atomic, counter) = match outcome {
+            "written" => (&o.written, &m.written),
+            "stale" => (&o.stale, &m.stale),
+            "superseded" => (&o.superseded, &m.superseded),
+            "dead_lettered" => (&o.dead_lettered, &m.dead_lettered),
+            _ => (&o.skipped, &m.skipped),
+        };
+        atomic.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.increment(1);
+        m.latency.record(received.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -249,63 +164,97 @@ impl PartitionActorState {
             topic = %self.shared.topic, partition = self.shared.partition, offset, class = %f.class, reason = %f.reason, error = %f.error,
             "poison record and no DLQ to take it: partition stopped at this offset; nothing at or after it is committed"
         );
-        let mut l = self.labels().to_vec();
-        l.push(("reason", f.reason.clone()));
-        metrics::counter!("cdc_relay_poison_records_total", &l).increment(1);
+        metrics::counter!("cdc_relay_poison_records_total", "topic" => self.shared.topic.clone(), "reason" => f.reason.clone()).increment(1);
         self.deps
             .status
             .outcomes
             .poison
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.stopped_at = Some(self.stopped_at.map_or(offset, |s| s.min(offset)));
+        let at = self.stopped_at.map_or(offset, |s| s.min(offset));
+        self.stopped_at = Some(at);
         self.shared.set_stopped(Some(StopInfo {
-            offset: self.stopped_at.unwrap_or(offset),
+            offset: at,
             class: f.class.to_string(),
             reason: f.reason,
             error: f.error,
         }));
+        if let Some(p) = &mut self.pipeline {
+            let mut dropped = Vec::new();
+            p.drop_from(at, &mut dropped);
+        }
     }
 
-    fn may_run(&self, offset: i64) -> bool {
-        self.stopped_at.is_none_or(|s| offset < s) && !self.cancel.is_cancelled()
-    }
-
-    fn spawn_job(&mut self, myself: &ActorRef<PartitionMsg>, job: Job, pk: Option<String>) {
-        self.active += 1;
-        let deps = Arc::clone(&self.deps);
+    /// A record that can never succeed: to the DLQ (one task; poison is rare), or without one,
+    /// stop here.
+    fn poison(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        rec: RecordIn,
+        f: Failure,
+        decoded: Option<serde_json::Value>,
+    ) {
+        let Some(dlq) = self.deps.dlq.clone() else {
+            self.stop_at(rec.offset, f);
+            return;
+        };
+        if self.stopped_at.is_some_and(|s| rec.offset >= s) {
+            return;
+        }
+        self.dead_lettering += 1;
+        let dl = DeadLetter::new(
+            &rec,
+            f.class,
+            &f.reason,
+            &f.error,
+            decoded,
+            &self.deps.region,
+            dlq.max_message_bytes,
+        );
         let cancel = self.cancel.clone();
         let me = myself.clone();
-        let (offset, received) = (job.rec.offset, job.rec.received);
         tokio::spawn(async move {
-            let outcome = job.run(deps, cancel).await;
-            let _ = me.cast(PartitionMsg::JobDone {
-                offset,
-                pk,
+            let outcome = dlq.send(dl, &cancel).await;
+            let _ = me.cast(PartitionMsg::DeadLettered {
+                offset: rec.offset,
+                received: rec.received,
                 outcome,
-                received,
+                failure: f,
             });
+            // The record (and its in-flight ticket) is released here.
+            drop(rec);
         });
     }
 
-    /// A record that can never succeed: to the DLQ through a job, or (no DLQ) stop here.
-    fn poison(&mut self, myself: &ActorRef<PartitionMsg>, rec: RecordIn, f: Failure) {
-        if self.deps.dlq.is_none() {
-            self.stop_at(rec.offset, f);
-            return;
+    fn on_dead_lettered(
+        &mut self,
+        offset: i64,
+        received: Instant,
+        outcome: WriteOutcome,
+        f: Failure,
+    ) -> Result<(), ActorProcessingErr> {
+        self.dead_lettering = self.dead_lettering.saturating_sub(1);
+        match outcome {
+            WriteOutcome::Done | WriteOutcome::Stale => {
+                self.complete(offset, "dead_lettered", received)?
+            }
+            WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => self.stop_at(
+                offset,
+                Failure {
+                    class: ErrorClass::Poison,
+                    reason: "dlq_rejected".into(),
+                    error: format!("{} (the DLQ rejected it: {e})", f.error),
+                },
+            ),
+            WriteOutcome::Cancelled => {}
         }
-        let job = Job {
-            rec,
-            write: None,
-            event: None,
-            poison: Some(f),
-        };
-        self.spawn_job(myself, job, None);
+        Ok(())
     }
 
-    /// Replies to a pending `Drain` once no job is running (queued jobs start as soon as their
-    /// key's previous job completes, so `active == 0` means the queues are empty too).
+    /// Replies to a pending `Drain` once nothing is in flight.
     fn check_drained(&mut self) {
-        if self.active == 0
+        let idle = self.pipeline.as_ref().is_none_or(Pipeline::is_idle);
+        if idle
+            && self.dead_lettering == 0
             && let Some(tx) = self.draining.take()
         {
             let _ = tx.send(());
@@ -314,138 +263,199 @@ impl PartitionActorState {
         }
     }
 
-    async fn on_record(
+    /// Acts on what left the pipeline.
+    fn settle(
         &mut self,
         myself: &ActorRef<PartitionMsg>,
-        r: RecordIn,
+        done: Vec<Done<RecordIn>>,
     ) -> Result<(), ActorProcessingErr> {
-        if self.draining.is_some() || self.stopped_at.is_some() || self.shared.is_draining() {
-            // Not tracked, so never committed: fetched again by whoever owns the partition next.
-            return Ok(());
-        }
-        // Out of order means our view of the partition is broken: fail, restart, seek (DESIGN §2).
-        self.tracker.track(r.offset, r.timestamp_ms)?;
-        metrics::counter!("cdc_relay_records_consumed_total", &self.labels()).increment(1);
-        let pos = r.pos();
-        let deps = Arc::clone(&self.deps);
-        let Some(rs) = deps.routes.get(&r.topic) else {
-            let error = format!("no route for topic {}", r.topic);
-            self.poison(
-                myself,
-                r,
-                Failure {
-                    class: ErrorClass::Poison,
-                    reason: "no_route".into(),
-                    error,
-                },
-            );
-            return Ok(());
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
-        let decoded = loop {
-            match self
-                .decoder
-                .decode(&rs.route.cfg, r.payload.as_deref(), pos.clone())
-                .await
-            {
-                Ok(d) => break d,
-                Err(e) if e.class() == ErrorClass::Poison => {
-                    let f = Failure {
-                        class: ErrorClass::Poison,
-                        reason: e.reason().into(),
-                        error: e.to_string(),
-                    };
-                    self.poison(myself, r, f);
-                    return Ok(());
+        for d in done {
+            match d {
+                Done::Completed {
+                    offset,
+                    outcome,
+                    held,
+                } => self.complete(offset, outcome.as_str(), held.received)?,
+                Done::Failed {
+                    failure,
+                    held,
+                    prepared,
+                    ..
+                } => {
+                    // The decoded change for the DLQ body: what the route's first output built.
+                    let decoded = self.route().and_then(|r| {
+                        let first = r.outputs.first()?;
+                        prepared.first()?.as_ref().and_then(|p| first.describe(p))
+                    });
+                    self.poison(myself, held, failure, decoded);
                 }
-                Err(e) => {
-                    // Registry down or credentials wrong: hold the partition and retry.
-                    let d = backoff.next_delay();
-                    tracing::warn!(src = %pos, class = %e.class(), error = %e, "decode cannot proceed; retrying");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(d) => {}
-                    }
-                }
-            }
-        };
-        let ev = match decoded {
-            Decoded::Skipped(skip) => {
-                metrics::counter!("cdc_relay_records_skipped_total", "topic" => r.topic.clone(), "reason" => skip.as_str()).increment(1);
-                return self.complete(r.offset, "skipped", r.received);
-            }
-            Decoded::Change(ev) => ev,
-        };
-        let for_event = rs.events.as_ref().map(|_| ev.clone());
-        let req = match rs.route.build(ev, r.timestamp_ms, deps.max_item_bytes) {
-            Ok(req) => req,
-            Err(e) => {
-                let f = Failure {
-                    class: e.class(),
-                    reason: e.reason().into(),
-                    error: e.to_string(),
-                };
-                self.poison(myself, r, f);
-                return Ok(());
-            }
-        };
-        let event = match (&rs.events, for_event) {
-            (Some(es), Some(ev)) => Some(Arc::new(EventRequest::new(
-                &es.cfg,
-                &rs.route.cfg.table,
-                &rs.route.cfg.key,
-                &req.pk,
-                &ev,
-                &deps.region,
-                r.traceparent(),
-            ))),
-            _ => None,
-        };
-        let pk = req.pk.clone();
-        let job = Job {
-            rec: r,
-            write: Some(Arc::new(req)),
-            event,
-            poison: None,
-        };
-        match self.keys.get_mut(&pk) {
-            Some(waiting) => waiting.push_back(job),
-            None => {
-                self.keys.insert(pk.clone(), VecDeque::new());
-                self.spawn_job(myself, job, Some(pk));
+                Done::Dropped { .. } => {}
             }
         }
         Ok(())
     }
 
-    fn on_job_done(
-        &mut self,
-        myself: &ActorRef<PartitionMsg>,
-        offset: i64,
-        pk: Option<String>,
-        outcome: JobOutcome,
-        received: Instant,
-    ) -> Result<(), ActorProcessingErr> {
-        self.active = self.active.saturating_sub(1);
-        match outcome {
-            JobOutcome::Written => self.complete(offset, "written", received)?,
-            JobOutcome::Stale => self.complete(offset, "stale", received)?,
-            JobOutcome::DeadLettered(_) => self.complete(offset, "dead_lettered", received)?,
-            JobOutcome::Stop(f) => self.stop_at(offset, f),
-            JobOutcome::Cancelled => {}
+    /// Sends what each output can send now, one batch per output.
+    fn flush(&mut self, myself: &ActorRef<PartitionMsg>) {
+        let Some(route) = self.topic.as_ref().and_then(|t| self.deps.routes.get(t)) else {
+            return;
+        };
+        let Some(p) = &mut self.pipeline else {
+            return;
+        };
+        for (lane, output) in route.outputs.iter().enumerate() {
+            let units = p.take_ready(lane);
+            if units.is_empty() {
+                continue;
+            }
+            let output = Arc::clone(output);
+            let cancel = self.cancel.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let batch: Vec<Prepared> = units.iter().map(|u| u.prepared.clone()).collect();
+                let outcomes = output.write(&batch, &cancel).await;
+                let _ = me.cast(PartitionMsg::Written {
+                    lane,
+                    units,
+                    outcomes,
+                });
+            });
         }
-        // Start the next job of this key, unless it lies at or after a stop. Draining (revoke,
-        // shutdown) finishes every tracked record, queued ones included, so the commit covers
-        // all of them; the consumer's deadline bounds how long that may take.
-        if let Some(pk) = pk {
-            let next = self.keys.get_mut(&pk).and_then(VecDeque::pop_front);
-            match next {
-                Some(job) if self.may_run(job.rec.offset) => self.spawn_job(myself, job, Some(pk)),
-                // Dropping the rest releases their tickets; they are not committed.
-                _ => {
-                    self.keys.remove(&pk);
+    }
+
+    /// Decodes one record, retrying while the registry is unavailable; `None` if cancelled.
+    async fn decode(&self, route: &Route, r: &RecordIn) -> Option<Result<Decoded, Failure>> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
+        loop {
+            match self
+                .decoder
+                .decode(&route.cfg, r.payload.as_deref(), r.pos())
+                .await
+            {
+                Ok(d) => return Some(Ok(d)),
+                Err(e) if e.class() == ErrorClass::Poison => {
+                    return Some(Err(Failure::poison(e.reason(), e.to_string())));
+                }
+                Err(e) => {
+                    // Registry down or credentials wrong: hold the partition and retry.
+                    let d = backoff.next_delay();
+                    tracing::warn!(src = %r.pos(), class = %e.class(), error = %e, "decode cannot proceed; retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return None,
+                        _ = tokio::time::sleep(d) => {}
+                    }
                 }
             }
+        }
+    }
+
+    async fn on_records(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        batch: Vec<RecordIn>,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.draining.is_some() || self.stopped_at.is_some() || self.shared.is_draining() {
+            // Not tracked, so never committed: fetched again by whoever owns the partition next.
+            return Ok(());
+        }
+        self.meters.consumed.increment(batch.len() as u64);
+        let deps = Arc::clone(&self.deps);
+        let mut done = Vec::new();
+        for r in batch {
+            if self.stopped_at.is_some() || self.cancel.is_cancelled() {
+                break;
+            }
+            // Out of order means our view of the partition is broken: fail, restart, seek (DESIGN §2).
+            self.tracker.track(r.offset, r.timestamp_ms)?;
+            let Some(rs) = deps.routes.get(r.topic.as_str()) else {
+                let error = format!("no route for topic {}", r.topic);
+                self.poison(myself, r, Failure::poison("no_route", error), None);
+                continue;
+            };
+            if self.pipeline.is_none() {
+                self.topic = Some(r.topic.clone());
+                self.pipeline = Some(Pipeline::new(
+                    rs.outputs
+                        .iter()
+                        .map(|o| (o.role(), o.reason_prefix().to_string())),
+                ));
+            }
+            let ev = match self.decode(&rs.route, &r).await {
+                None => return Ok(()),
+                Some(Err(f)) => {
+                    self.poison(myself, r, f, None);
+                    continue;
+                }
+                Some(Ok(Decoded::Skipped(skip))) => {
+                    metrics::counter!("cdc_relay_records_skipped_total", "topic" => r.topic.clone(), "reason" => skip.as_str()).increment(1);
+                    self.complete(r.offset, "skipped", r.received)?;
+                    continue;
+                }
+                Some(Ok(Decoded::Change(ev))) => ev,
+            };
+            let key = match rs.route.key(&ev) {
+                Ok(k) => k,
+                Err(e) => {
+                    let f = Failure {
+                        class: e.class(),
+                        reason: e.reason().into(),
+                        error: e.to_string(),
+                    };
+                    self.poison(myself, r, f, None);
+                    continue;
+                }
+            };
+            let change = Change {
+                event: &ev,
+                key: &key,
+                kafka_ts_ms: r.timestamp_ms,
+                traceparent: r.traceparent(),
+            };
+            let mut prepared = Vec::with_capacity(rs.outputs.len());
+            let mut failure = None;
+            let mut refused = None;
+            for o in &rs.outputs {
+                match o.prepare(&change) {
+                    Ok(p) => prepared.push(Some(p)),
+                    Err(mut f) => {
+                        f.reason = format!("{}{}", o.reason_prefix(), f.reason);
+                        if o.required() {
+                            refused = Some(f);
+                            break;
+                        }
+                        // An optional output refused it: the others run, then the DLQ.
+                        failure.get_or_insert(f);
+                        prepared.push(None);
+                    }
+                }
+            }
+            if let Some(f) = refused {
+                self.poison(myself, r, f, None);
+                continue;
+            }
+            if let Some(p) = &mut self.pipeline {
+                p.admit(r.offset, prepared, failure, r, &mut done);
+            }
+        }
+        self.settle(myself, done)?;
+        self.flush(myself);
+        Ok(())
+    }
+
+    fn on_written(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        lane: usize,
+        units: Vec<Unit>,
+        outcomes: Vec<WriteOutcome>,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut done = Vec::new();
+        if let Some(p) = &mut self.pipeline {
+            p.written(lane, units, outcomes, &mut done);
+        }
+        self.settle(myself, done)?;
+        if !self.cancel.is_cancelled() {
+            self.flush(myself);
         }
         self.check_drained();
         Ok(())
@@ -465,15 +475,18 @@ impl Actor for PartitionActor {
         let cancel = CancellationToken::new();
         let tracker = OffsetTracker::new(args.state.committable());
         args.state.set_stopped(None);
+        let meters = Meters::new(&args.state.topic);
         Ok(PartitionActorState {
             deps: args.deps,
             decoder: args.decoder,
             shared: args.state,
             tracker,
-            keys: HashMap::new(),
-            active: 0,
+            pipeline: None,
+            topic: None,
+            dead_lettering: 0,
             stopped_at: None,
             draining: None,
+            meters,
             _cancel_on_drop: cancel.clone().drop_guard(),
             cancel,
         })
@@ -486,13 +499,22 @@ impl Actor for PartitionActor {
         state: &mut PartitionActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PartitionMsg::Record(r) => state.on_record(&myself, *r).await,
-            PartitionMsg::JobDone {
+            PartitionMsg::Records(batch) => state.on_records(&myself, batch).await,
+            PartitionMsg::Written {
+                lane,
+                units,
+                outcomes,
+            } => state.on_written(&myself, lane, units, outcomes),
+            PartitionMsg::DeadLettered {
                 offset,
-                pk,
-                outcome,
                 received,
-            } => state.on_job_done(&myself, offset, pk, outcome, received),
+                outcome,
+                failure,
+            } => {
+                state.on_dead_lettered(offset, received, outcome, failure)?;
+                state.check_drained();
+                Ok(())
+            }
             PartitionMsg::Fail(why) => Err(format!("injected failure: {why}").into()),
             PartitionMsg::Drain(tx) => {
                 state.draining = Some(tx);

@@ -119,7 +119,7 @@ fn cluster(c: &ClusterConfig) -> Cluster {
 fn completed(status: &StatusBoard) -> u64 {
     let o = &status.outcomes;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    g(&o.written) + g(&o.stale) + g(&o.skipped) + g(&o.dead_lettered)
+    g(&o.written) + g(&o.stale) + g(&o.superseded) + g(&o.skipped) + g(&o.dead_lettered)
 }
 
 impl FailoverState {

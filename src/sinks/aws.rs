@@ -126,6 +126,14 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || url.contains("://[::1]")
 }
 
+/// An SDK timeout config with one sink's per-attempt timeout.
+pub fn timeouts(request_timeout: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(request_timeout)
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

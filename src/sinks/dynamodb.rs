@@ -318,3 +318,46 @@ pub fn from_attr(a: &AttributeValue) -> Value {
         _ => Value::Null,
     }
 }
+
+/// The DynamoDB output of a route with `table`: its table's pool (one per table, in the write
+/// mode of the routes writing there), required, with the `State` role.
+pub fn output_for(
+    route: &crate::config::RouteConfig,
+    w: &mut super::registry::Wiring<'_>,
+) -> Option<Arc<dyn super::output::Output>> {
+    let table = route.table.clone()?;
+    let cfg = &w.config.dynamodb;
+    let sdk = w.sdk;
+    let timeout = cfg.request_timeout;
+    let client = w.shared("client:dynamodb", || {
+        Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .timeout_config(super::aws::timeouts(timeout))
+                .build(),
+        )
+    });
+    let name = format!("dynamodb:{table}");
+    let settings =
+        super::pool::PoolSettings::of(cfg.concurrency, cfg.linger, &cfg.retry, &cfg.breaker);
+    let mode = route.write_mode;
+    let pool = w.pool(&name, || {
+        super::pool::PoolHandle::new(Arc::new(DynamoDbSink::new(client, &table, mode)), settings)
+    });
+    let r = crate::route::Route::new(route.clone());
+    let max = cfg.max_item_bytes;
+    Some(Arc::new(super::output::PooledOutput {
+        pool,
+        role: super::output::Role::State,
+        required: true,
+        reason_prefix: "",
+        build: Box::new(move |c| {
+            r.build_keyed(c.event, c.key.to_string(), c.kafka_ts_ms, max)
+                .map_err(|e| super::output::Failure {
+                    class: e.class(),
+                    reason: e.reason().into(),
+                    error: e.to_string(),
+                })
+        }),
+        describe: Some(WriteRequest::to_json),
+    }))
+}

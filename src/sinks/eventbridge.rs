@@ -131,6 +131,52 @@ pub fn event_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The EventBridge output of a route, when its events are on (`[eventbridge]`, `events`):
+/// the bus's pool, required or not as configured, with the `Event` role.
+pub fn output_for(
+    route: &crate::config::RouteConfig,
+    w: &mut super::registry::Wiring<'_>,
+) -> Option<Arc<dyn super::output::Output>> {
+    let required = w.config.events_for(route)?;
+    let eb = w.config.eventbridge.clone()?;
+    let sdk = w.sdk;
+    let pool = w.pool(&format!("eventbridge:{}", eb.bus), || {
+        let mut b = aws_sdk_eventbridge::config::Builder::from(sdk)
+            .timeout_config(super::aws::timeouts(eb.request_timeout));
+        if let Some(r) = &eb.region {
+            b = b.region(aws_sdk_eventbridge::config::Region::new(r.clone()));
+        }
+        if let Some(u) = &eb.endpoint_url {
+            b = b.endpoint_url(u);
+        }
+        super::pool::PoolHandle::new(
+            Arc::new(EventBridgeSink::new(Client::from_conf(b.build()), &eb)),
+            super::pool::PoolSettings::of(eb.concurrency, eb.linger, &eb.retry, &eb.breaker),
+        )
+    });
+    let region = w.region.to_string();
+    let table = route.table.clone();
+    let key_columns = route.key.clone();
+    Some(Arc::new(super::output::PooledOutput {
+        pool,
+        role: super::output::Role::Event,
+        required,
+        reason_prefix: "eventbridge_",
+        build: Box::new(move |c| {
+            Ok(EventRequest::new(
+                &eb,
+                table.as_deref().unwrap_or(&c.event.table),
+                &key_columns,
+                c.key,
+                c.event,
+                &region,
+                c.traceparent,
+            ))
+        }),
+        describe: None,
+    }))
+}
+
 impl SinkRequest for EventRequest {
     fn batch_bytes(&self) -> usize {
         self.size

@@ -1,14 +1,19 @@
-//! Sinks: the `Sink` trait every target implements (DynamoDB, EventBridge, the DLQ's SQS queue
-//! and Kafka topic), the outcome vocabulary, and the pool that batches, limits and retries.
+//! Sinks: the `Sink` trait every target implements (DynamoDB, EventBridge, blackhole, the DLQ's
+//! SQS queue and Kafka topic), the outcome vocabulary, the pool that batches, limits and retries,
+//! and outputs — a route's targets as the partition pipeline sees them (`output.rs`), registered
+//! in one place (`registry.rs`).
 //!
 //! A sink performs one batch request and classifies each result; it must not retry on its own
 //! (the pool does) or know about offsets (the partition does).
 
 pub mod aws;
+pub mod blackhole;
 pub mod breaker;
 pub mod dynamodb;
 pub mod eventbridge;
+pub mod output;
 pub mod pool;
+pub mod registry;
 pub mod retry;
 
 use std::sync::Arc;

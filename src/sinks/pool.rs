@@ -1,8 +1,11 @@
 //! `SinkPool`: one per target (`dynamodb:<table>`, `eventbridge:<bus>`, `sqs:<queue>`,
-//! `kafka:<topic>`). A supervised ractor actor that batches attempts by count, bytes and linger
-//! time, runs at most `concurrency` batches at once through its circuit breaker, and answers each
-//! attempt with its own `SinkResult`. `PoolHandle::write` wraps that in the retry policy:
-//! full-jitter backoff, forever for required sinks, within a budget for optional ones.
+//! `kafka:<topic>`, `blackhole:…`). A supervised ractor actor that takes callers' submissions (a
+//! batch of requests each, one message and one reply per submission), cuts sink batches out of
+//! everything waiting by count, bytes and linger time (in O(batch): the bytes waiting are a
+//! running total), runs at most `concurrency` batches at once through its circuit breaker, and
+//! answers each submission with one `SinkResult` per request once all of them are known.
+//! `PoolHandle::write_batch` wraps that in the retry policy: only the failed requests are sent
+//! again, with full-jitter backoff, forever for required sinks, within a budget for optional ones.
 //!
 //! It must not decide commits (the partition does), reorder two writes of one key (a batch never
 //! holds two requests with the same key, and callers send a key's next write only after the
@@ -11,6 +14,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +95,24 @@ pub struct PoolSettings {
     /// Misconfiguration errors back off at least this long between attempts.
     pub misconfig_backoff: Duration,
     pub breaker: BreakerConfig,
+}
+
+impl PoolSettings {
+    /// Settings from a sink's config section; misconfiguration retries at most every 5 s.
+    pub fn of(
+        concurrency: usize,
+        linger: Duration,
+        retry: &RetryConfig,
+        breaker: &BreakerConfig,
+    ) -> PoolSettings {
+        PoolSettings {
+            concurrency,
+            linger,
+            retry: retry.clone(),
+            misconfig_backoff: Duration::from_secs(5),
+            breaker: breaker.clone(),
+        }
+    }
 }
 
 /// What `/ready` and `/status` need to know about a sink.
@@ -180,18 +202,62 @@ impl<R: SinkRequest> PoolCore<R> {
     }
 }
 
-/// One attempt waiting in a pool.
+/// One caller's submission: its requests' results, filled in as sink batches finish, and the
+/// reply sent once every result is known. If the pool loses part of it (a worker panic, a pool
+/// restart), the last holder drops the reply and the caller sends the submission again.
+pub struct Submission {
+    results: Mutex<Vec<Option<SinkResult>>>,
+    left: AtomicUsize,
+    reply: Mutex<Option<oneshot::Sender<Vec<SinkResult>>>>,
+    /// The caller gave up (revoke, shutdown, a switch): its waiting requests are not sent.
+    cancel: CancellationToken,
+}
+
+impl Submission {
+    /// Records the results of `(index, result)` pairs of this submission; replies when complete.
+    fn fill(&self, results: impl Iterator<Item = (usize, SinkResult)>) {
+        let mut done = false;
+        if let Ok(mut slots) = self.results.lock() {
+            for (i, r) in results {
+                if let Some(slot) = slots.get_mut(i)
+                    && slot.is_none()
+                {
+                    *slot = Some(r);
+                    done = self.left.fetch_sub(1, Ordering::AcqRel) == 1;
+                }
+            }
+            if done && let Some(reply) = self.reply.lock().ok().and_then(|mut r| r.take()) {
+                let all: Vec<SinkResult> =
+                    slots.drain(..).map(|r| r.unwrap_or_else(missing)).collect();
+                let _ = reply.send(all);
+            }
+        }
+    }
+}
+
+/// The result of a request that got none (cannot happen once `left` reached zero).
+fn missing() -> SinkResult {
+    SinkResult::Failed(SinkError {
+        class: ErrorClass::Retryable,
+        reason: "entry_failed",
+        sink: String::new(),
+        message: "no result".into(),
+    })
+}
+
+/// One request of a submission, waiting in a pool.
 pub struct Attempt<R> {
     req: Arc<R>,
-    reply: oneshot::Sender<SinkResult>,
+    sub: Arc<Submission>,
+    index: usize,
     at: Instant,
 }
 
 /// Messages to a `SinkPoolActor`.
 pub enum PoolMsg<R> {
-    /// One attempt at a request. A dropped reply (worker panic, pool restart) tells the caller to
-    /// send it again: it is retryable, never lost.
-    Attempt(Attempt<R>),
+    /// A caller's submission: its requests, answered together. A dropped reply (worker panic,
+    /// pool restart) tells the caller to send it again: it is retryable, never lost.
+    Submit(Vec<Attempt<R>>),
     /// The linger time of the oldest waiting attempt is over.
     Flush,
     /// A batch finished; a worker slot is free.
@@ -211,6 +277,8 @@ impl<R> Default for SinkPoolActor<R> {
 pub struct SinkPoolState<R: SinkRequest> {
     core: Arc<PoolCore<R>>,
     buf: VecDeque<Attempt<R>>,
+    /// Bytes of the requests in `buf` (kept as they come and go, so a flush is O(batch)).
+    buf_bytes: usize,
     flush_at: Option<Instant>,
     slots: Arc<Semaphore>,
     workers: tokio::task::JoinSet<()>,
@@ -235,7 +303,9 @@ impl<R: SinkRequest> SinkPoolState<R> {
     fn take_batch(&mut self) -> Vec<Attempt<R>> {
         let lim = self.core.sink.limits();
         let mut batch = Vec::new();
-        let mut keys = HashSet::new();
+        // Hashes of the batch's keys: a collision only defers a request to the next batch.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut keys: HashSet<u64> = HashSet::new();
         let mut bytes = 0usize;
         let mut skipped = Vec::new();
         while let Some(a) = self.buf.pop_front() {
@@ -244,13 +314,14 @@ impl<R: SinkRequest> SinkPoolState<R> {
                 self.buf.push_front(a);
                 break;
             }
-            if !keys.insert(a.req.batch_key().to_string()) {
+            if !keys.insert(std::hash::BuildHasher::hash_one(&hasher, a.req.batch_key())) {
                 skipped.push(a);
                 continue;
             }
             bytes += size;
             batch.push(a);
         }
+        self.buf_bytes = self.buf_bytes.saturating_sub(bytes);
         for a in skipped.into_iter().rev() {
             self.buf.push_front(a);
         }
@@ -261,18 +332,26 @@ impl<R: SinkRequest> SinkPoolState<R> {
         let lim = self.core.sink.limits();
         // Attempts whose caller gave up (revoke, shutdown, a switch of clusters) are not sent:
         // after a switch they would otherwise delay every new write by the old backlog.
-        let before = self.buf.len();
-        self.buf.retain(|a| !a.reply.is_closed());
-        if self.buf.len() < before {
+        // Only the front is checked each time (O(1)); given-up requests further back are dropped
+        // when they reach it.
+        let mut abandoned = 0u64;
+        while let Some(front) = self.buf.front()
+            && front.sub.cancel.is_cancelled()
+        {
+            if let Some(a) = self.buf.pop_front() {
+                self.buf_bytes = self.buf_bytes.saturating_sub(a.req.batch_bytes());
+                abandoned += 1;
+            }
+        }
+        if abandoned > 0 {
             metrics::counter!("cdc_relay_sink_abandoned_total", "sink" => self.core.sink.name().to_string())
-                .increment((before - self.buf.len()) as u64);
+                .increment(abandoned);
         }
         loop {
             let Some(front) = self.buf.front() else {
                 return;
             };
-            let bytes: usize = self.buf.iter().map(|a| a.req.batch_bytes()).sum();
-            let full = self.buf.len() >= lim.max_count || bytes >= lim.max_bytes;
+            let full = self.buf.len() >= lim.max_count || self.buf_bytes >= lim.max_bytes;
             let due = front.at + self.core.settings.linger;
             if !full && Instant::now() < due {
                 if self.flush_at.is_none_or(|f| f > due) {
@@ -291,14 +370,15 @@ impl<R: SinkRequest> SinkPoolState<R> {
                 let name = self.core.sink.name().to_string();
                 metrics::counter!("cdc_relay_sink_requests_total", "sink" => name.clone(), "result" => "circuit_open")
                     .increment(self.buf.len() as u64);
-                for a in self.buf.drain(..) {
-                    let _ = a.reply.send(SinkResult::Failed(SinkError {
-                        class: ErrorClass::Retryable,
-                        reason: "circuit_open",
-                        sink: name.clone(),
-                        message: format!("circuit breaker of {name} is open"),
-                    }));
-                }
+                let open = SinkResult::Failed(SinkError {
+                    class: ErrorClass::Retryable,
+                    reason: "circuit_open",
+                    sink: name.clone(),
+                    message: format!("circuit breaker of {name} is open"),
+                });
+                self.buf_bytes = 0;
+                let waiting: Vec<Attempt<R>> = self.buf.drain(..).collect();
+                answer(waiting, std::iter::repeat(open));
                 return;
             }
             let batch = self.take_batch();
@@ -348,11 +428,29 @@ impl<R: SinkRequest> SinkPoolState<R> {
                 tracing::error!(sink = %name, sent = batch.len(), got = results.len(), "sink returned a wrong number of results; the batch is retried");
                 return;
             }
-            for (a, r) in batch.into_iter().zip(results) {
-                let _ = a.reply.send(r);
-            }
+            answer(batch, results.into_iter());
             let _ = me.cast(PoolMsg::BatchDone);
         });
+    }
+}
+
+/// Hands each attempt's result to its submission, one lock per submission and batch.
+fn answer<R>(attempts: Vec<Attempt<R>>, results: impl Iterator<Item = SinkResult>) {
+    let mut pairs: Vec<(Attempt<R>, SinkResult)> = attempts.into_iter().zip(results).collect();
+    pairs.sort_by_key(|(a, _)| Arc::as_ptr(&a.sub) as usize);
+    let mut i = 0;
+    while i < pairs.len() {
+        let sub = Arc::clone(&pairs[i].0.sub);
+        let mut j = i;
+        while j < pairs.len() && Arc::ptr_eq(&pairs[j].0.sub, &sub) {
+            j += 1;
+        }
+        sub.fill(
+            pairs[i..j]
+                .iter_mut()
+                .map(|(a, r)| (a.index, std::mem::replace(r, SinkResult::Done))),
+        );
+        i = j;
     }
 }
 
@@ -370,6 +468,7 @@ impl<R: SinkRequest> Actor for SinkPoolActor<R> {
             slots: Arc::new(Semaphore::new(core.settings.concurrency.max(1))),
             core,
             buf: VecDeque::new(),
+            buf_bytes: 0,
             flush_at: None,
             workers: tokio::task::JoinSet::new(),
         })
@@ -383,7 +482,12 @@ impl<R: SinkRequest> Actor for SinkPoolActor<R> {
     ) -> Result<(), ActorProcessingErr> {
         state.reap();
         match msg {
-            PoolMsg::Attempt(a) => state.buf.push_back(a),
+            PoolMsg::Submit(attempts) => {
+                for a in attempts {
+                    state.buf_bytes += a.req.batch_bytes();
+                    state.buf.push_back(a);
+                }
+            }
             PoolMsg::Flush => state.flush_at = None,
             PoolMsg::BatchDone => {}
             PoolMsg::Fail => {
@@ -439,24 +543,46 @@ impl<R: SinkRequest> PoolHandle<R> {
         self.current.read().ok().and_then(|c| c.clone())
     }
 
-    /// One attempt through the pool actor; `None` if cancelled. If the actor or its worker dies
-    /// first, the attempt is sent again after a short pause.
-    pub async fn attempt(&self, req: &Arc<R>, cancel: &CancellationToken) -> Option<SinkResult> {
+    /// One attempt at each request through the pool actor (one message, one reply); `None` if
+    /// cancelled. If the actor or a worker dies first, the whole submission is sent again after
+    /// a short pause (requests that had landed are absorbed by version guards or deduplicated
+    /// downstream).
+    pub async fn attempt_batch(
+        &self,
+        reqs: &[Arc<R>],
+        cancel: &CancellationToken,
+    ) -> Option<Vec<SinkResult>> {
+        if reqs.is_empty() {
+            return Some(Vec::new());
+        }
         loop {
             if cancel.is_cancelled() {
                 return None;
             }
             if let Some(actor) = self.actor() {
                 let (tx, rx) = oneshot::channel();
-                let msg = PoolMsg::Attempt(Attempt {
-                    req: Arc::clone(req),
-                    reply: tx,
-                    at: Instant::now(),
+                let sub = Arc::new(Submission {
+                    results: Mutex::new(vec![None; reqs.len()]),
+                    left: AtomicUsize::new(reqs.len()),
+                    reply: Mutex::new(Some(tx)),
+                    cancel: cancel.clone(),
                 });
-                if actor.cast(msg).is_ok() {
+                let at = Instant::now();
+                let attempts = reqs
+                    .iter()
+                    .enumerate()
+                    .map(|(index, req)| Attempt {
+                        req: Arc::clone(req),
+                        sub: Arc::clone(&sub),
+                        index,
+                        at,
+                    })
+                    .collect();
+                drop(sub);
+                if actor.cast(PoolMsg::Submit(attempts)).is_ok() {
                     tokio::select! {
                         _ = cancel.cancelled() => return None,
-                        r = rx => if let Ok(result) = r { return Some(result) },
+                        r = rx => if let Ok(results) = r { return Some(results) },
                     }
                 }
             }
@@ -467,51 +593,100 @@ impl<R: SinkRequest> PoolHandle<R> {
         }
     }
 
-    /// Writes `req` with the pool's retry policy: until done, stale, poison, cancelled, or (when
-    /// not `required`) until the retry budget is spent.
+    /// One attempt at `req`; `None` if cancelled.
+    pub async fn attempt(&self, req: &Arc<R>, cancel: &CancellationToken) -> Option<SinkResult> {
+        self.attempt_batch(std::slice::from_ref(req), cancel)
+            .await
+            .and_then(|mut r| r.pop())
+    }
+
+    /// Writes `req` with the pool's retry policy (see `write_batch`).
     pub async fn write(
         &self,
         req: Arc<R>,
         cancel: &CancellationToken,
         required: bool,
     ) -> WriteOutcome {
+        self.write_batch(&[req], cancel, required)
+            .await
+            .pop()
+            .unwrap_or(WriteOutcome::Cancelled)
+    }
+
+    /// Writes `reqs` with the pool's retry policy, one outcome per request: each until done,
+    /// stale, poison, cancelled, or (when not `required`) until its retry budget is spent. Only
+    /// the requests that failed retryably are sent again, after a full-jitter backoff.
+    pub async fn write_batch(
+        &self,
+        reqs: &[Arc<R>],
+        cancel: &CancellationToken,
+        required: bool,
+    ) -> Vec<WriteOutcome> {
         let s = &self.core.settings;
         let mut backoff = Backoff::new(s.retry.initial, s.retry.max, s.retry.multiplier);
         let name = self.name();
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; reqs.len()];
+        let mut attempts = vec![0u32; reqs.len()];
+        let mut pending: Vec<usize> = (0..reqs.len()).collect();
         loop {
-            let Some(result) = self.attempt(&req, cancel).await else {
-                return WriteOutcome::Cancelled;
+            let batch: Vec<Arc<R>> = pending.iter().map(|&i| Arc::clone(&reqs[i])).collect();
+            let Some(results) = self.attempt_batch(&batch, cancel).await else {
+                break;
             };
-            let delay = match result {
-                SinkResult::Done => return WriteOutcome::Done,
-                SinkResult::Stale => return WriteOutcome::Stale,
-                SinkResult::Failed(e) => match e.class {
-                    ErrorClass::Poison => return WriteOutcome::Poison(e),
-                    ErrorClass::Retryable => {
-                        if !required && backoff.attempts() + 1 >= s.retry.budget {
-                            metrics::counter!("cdc_relay_sink_exhausted_total", "sink" => name.to_string())
-                                .increment(1);
-                            tracing::warn!(sink = %name, req = %req.describe(), attempts = backoff.attempts() + 1, error = %e.message, "optional sink: retry budget spent; the record goes to the DLQ");
-                            return WriteOutcome::Exhausted(e);
+            let mut retry = Vec::new();
+            let mut misconfigured = false;
+            let mut first_error: Option<SinkError> = None;
+            for (&i, result) in pending.iter().zip(results) {
+                match result {
+                    SinkResult::Done => outcomes[i] = Some(WriteOutcome::Done),
+                    SinkResult::Stale => outcomes[i] = Some(WriteOutcome::Stale),
+                    SinkResult::Failed(e) => match e.class {
+                        ErrorClass::Poison => outcomes[i] = Some(WriteOutcome::Poison(e)),
+                        ErrorClass::Retryable => {
+                            attempts[i] += 1;
+                            if !required && attempts[i] >= s.retry.budget {
+                                metrics::counter!("cdc_relay_sink_exhausted_total", "sink" => name.to_string())
+                                    .increment(1);
+                                tracing::warn!(sink = %name, req = %reqs[i].describe(), attempts = attempts[i], error = %e.message, "optional sink: retry budget spent; the record goes to the DLQ");
+                                outcomes[i] = Some(WriteOutcome::Exhausted(e));
+                            } else {
+                                retry.push(i);
+                                if first_error.is_none() && e.reason != "circuit_open" {
+                                    first_error = Some(e);
+                                }
+                            }
                         }
-                        let d = backoff.next_delay();
-                        // An open breaker is logged once, at its transition.
-                        if e.reason != "circuit_open"
-                            && (backoff.attempts() == 1 || backoff.attempts().is_multiple_of(20))
-                        {
-                            tracing::warn!(sink = %name, req = %req.describe(), attempts = backoff.attempts(), reason = e.reason, error = %e.message, "retryable sink error; backing off");
+                        // Never DLQ'd (a misconfiguration would send everything there): hold.
+                        ErrorClass::Misconfiguration => {
+                            misconfigured = true;
+                            retry.push(i);
                         }
-                        d
-                    }
-                    // Never DLQ'd (a misconfiguration would send everything there): hold.
-                    ErrorClass::Misconfiguration => backoff.next_delay().max(s.misconfig_backoff),
-                },
-            };
+                    },
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            let mut delay = backoff.next_delay();
+            if misconfigured {
+                delay = delay.max(s.misconfig_backoff);
+            }
+            // An open breaker is logged once, at its transition.
+            if let Some(e) = first_error
+                && (backoff.attempts() == 1 || backoff.attempts().is_multiple_of(20))
+            {
+                tracing::warn!(sink = %name, req = %reqs[retry[0]].describe(), requests = retry.len(), attempts = backoff.attempts(), reason = e.reason, error = %e.message, "retryable sink error; backing off");
+            }
+            pending = retry;
             tokio::select! {
-                _ = cancel.cancelled() => return WriteOutcome::Cancelled,
+                _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(WriteOutcome::Cancelled))
+            .collect()
     }
 
     /// Fault injection (tests, chaos): fail the current pool actor.

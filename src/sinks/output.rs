@@ -1,0 +1,171 @@
+//! An output as the partition pipeline sees it (DESIGN §3.6): a named target that builds its own
+//! request from a change (`prepare`, where its own rules make a record poison) and writes a batch
+//! of them (`write`, with its pool's batching, breaker and retry policy), one outcome per request.
+//! Its `Role` says how the pipeline may treat it: a `State` output holds the latest version per
+//! key (guarded by `_seq`), so of several versions of one key in flight only the newest needs
+//! writing; an `Event` output gets every change, in order per key.
+//!
+//! Output types implement it (most through `PooledOutput`) and are registered in `registry.rs`.
+//! Nothing here knows a particular output type, decodes, or tracks offsets.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::SinkRequest;
+use super::pool::{PoolHandle, WriteOutcome};
+use crate::error_class::ErrorClass;
+use crate::event::{ChangeEvent, Seq};
+
+/// How the pipeline may treat an output's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The latest version per key; older versions in flight may be superseded (coalesced).
+    State,
+    /// One request per change, in order per key.
+    Event,
+}
+
+/// What one record brings to its outputs.
+pub struct Change<'a> {
+    pub event: &'a ChangeEvent,
+    /// The route's key value: the key columns' values joined by `#`.
+    pub key: &'a str,
+    /// The Kafka record's timestamp, for outputs that need a time when the source has none.
+    pub kafka_ts_ms: Option<i64>,
+    /// The record's well-formed W3C `traceparent`, if any.
+    pub traceparent: Option<&'a str>,
+}
+
+/// Why a record cannot succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: ErrorClass,
+    /// A short, stable label (metrics, DLQ attribute).
+    pub reason: String,
+    pub error: String,
+}
+
+impl Failure {
+    pub fn poison(reason: impl Into<String>, error: impl Into<String>) -> Failure {
+        Failure {
+            class: ErrorClass::Poison,
+            reason: reason.into(),
+            error: error.into(),
+        }
+    }
+}
+
+/// A request one output built for one record. Only that output reads `req`.
+#[derive(Clone)]
+pub struct Prepared {
+    /// The change's key (coalescing and per-key order).
+    pub key: Arc<str>,
+    /// The change's version: of two versions of a key, the higher one wins.
+    pub seq: Seq,
+    req: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("key", &self.key)
+            .field("seq", &self.seq.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    pub fn new<R: Send + Sync + 'static>(key: Arc<str>, seq: Seq, req: R) -> Prepared {
+        Prepared {
+            key,
+            seq,
+            req: Arc::new(req),
+        }
+    }
+
+    /// The request, if it is an `R`.
+    pub fn request<R: Send + Sync + 'static>(&self) -> Option<Arc<R>> {
+        Arc::clone(&self.req).downcast::<R>().ok()
+    }
+}
+
+/// One configured output of a route.
+#[async_trait::async_trait]
+pub trait Output: Send + Sync {
+    /// A stable name, e.g. `dynamodb:customers`.
+    fn name(&self) -> &str;
+    fn role(&self) -> Role;
+    /// Required outputs are retried forever; optional ones within a budget, then the record goes
+    /// to the DLQ.
+    fn required(&self) -> bool;
+    /// Prefixed to the reason of a record this output gives up (e.g. `eventbridge_`).
+    fn reason_prefix(&self) -> &str {
+        ""
+    }
+    /// Builds this output's request for a change, or says why the record is poison for it.
+    fn prepare(&self, change: &Change<'_>) -> Result<Prepared, Failure>;
+    /// Writes `batch` (retries included); one outcome per request, in order.
+    async fn write(&self, batch: &[Prepared], cancel: &CancellationToken) -> Vec<WriteOutcome>;
+    /// What the request holds, as JSON for a DLQ body (the decoded change), if it says more
+    /// than the original record.
+    fn describe(&self, _p: &Prepared) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+type Build<R> = dyn Fn(&Change<'_>) -> Result<R, Failure> + Send + Sync;
+
+/// An output that writes through a sink pool: the common case.
+pub struct PooledOutput<R: SinkRequest> {
+    pub pool: PoolHandle<R>,
+    pub role: Role,
+    pub required: bool,
+    pub reason_prefix: &'static str,
+    pub build: Box<Build<R>>,
+    pub describe: Option<fn(&R) -> serde_json::Value>,
+}
+
+#[async_trait::async_trait]
+impl<R: SinkRequest> Output for PooledOutput<R> {
+    fn name(&self) -> &str {
+        self.pool.name()
+    }
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn required(&self) -> bool {
+        self.required
+    }
+
+    fn reason_prefix(&self) -> &str {
+        self.reason_prefix
+    }
+
+    fn prepare(&self, change: &Change<'_>) -> Result<Prepared, Failure> {
+        let req = (self.build)(change)?;
+        Ok(Prepared::new(
+            Arc::from(change.key),
+            change.event.seq.clone(),
+            req,
+        ))
+    }
+
+    async fn write(&self, batch: &[Prepared], cancel: &CancellationToken) -> Vec<WriteOutcome> {
+        let reqs: Vec<Arc<R>> = batch.iter().filter_map(Prepared::request::<R>).collect();
+        if reqs.len() != batch.len() {
+            // A request of another output: a wiring bug, never a record's fault.
+            tracing::error!(output = %self.name(), "a request of another output was handed to this one");
+            return vec![WriteOutcome::Cancelled; batch.len()];
+        }
+        self.pool.write_batch(&reqs, cancel, self.required).await
+    }
+
+    fn describe(&self, p: &Prepared) -> Option<serde_json::Value> {
+        let f = self.describe?;
+        p.request::<R>().map(|r| f(&r))
+    }
+}
