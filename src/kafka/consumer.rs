@@ -185,6 +185,7 @@ impl Actor for ConsumerActor {
                 budget: rt.memory_budget_bytes,
                 resume_below: rt.resume_below,
             },
+            held_back: std::cell::Cell::new(false),
         };
         let thread = std::thread::Builder::new()
             .name("kafka-poll".into())

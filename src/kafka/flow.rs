@@ -11,8 +11,13 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::assignment::{Shared, Slot, Tp};
 
-/// How often paused partitions are checked for resumption.
+/// How often the bounds are checked while nothing is held back (the memory gauge, stopped
+/// partitions).
 pub const FLOW_INTERVAL: Duration = Duration::from_millis(50);
+/// How often paused partitions are checked for resumption while some are held back: a paused
+/// partition's fetched records are dropped by librdkafka, so every moment it stays paused after
+/// it could resume is lost throughput.
+pub const RESUME_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Back-pressure bounds.
 pub struct Flow {
@@ -24,22 +29,27 @@ pub struct Flow {
 
 impl Flow {
     /// After a record of `slot` was dispatched: pause it at its bounds, everything at the budget.
+    /// Returns whether something was paused.
     pub fn after_dispatch<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         shared: &Shared,
         tp: &Tp,
         slot: &Slot,
-    ) {
+    ) -> bool {
+        let mut paused = false;
         if !slot.state.is_paused()
             && (slot.state.in_flight() >= self.max_records
                 || slot.state.in_flight_bytes() >= self.max_bytes)
         {
             set_paused(consumer, tp, slot, true);
+            paused = true;
         }
         if shared.status.memory.bytes() >= self.budget {
             self.pause_all(consumer, shared);
+            paused = true;
         }
+        paused
     }
 
     /// The global memory budget is spent: pause every partition until it falls below low water.
@@ -62,8 +72,10 @@ impl Flow {
     }
 
     /// Pauses stopped partitions; resumes back-pressured ones once they and the process are below
-    /// the low-water marks (`resume_below` of each bound).
-    pub fn tick<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, shared: &Shared) {
+    /// the low-water marks (`resume_below` of each bound). Returns whether some partition is
+    /// still held back by a bound (not by a stop).
+    pub fn tick<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, shared: &Shared) -> bool {
+        let mut held = false;
         let memory = shared.status.memory.bytes();
         metrics::gauge!("cdc_relay_in_flight_bytes").set(memory as f64);
         let global_ok = (memory as f64) <= self.budget as f64 * self.resume_below;
@@ -78,8 +90,11 @@ impl Flow {
                 && (s.state.in_flight_bytes() as f64) <= self.max_bytes as f64 * self.resume_below
             {
                 set_paused(consumer, &tp, &s, false);
+            } else if !stopped && s.state.is_paused() {
+                held = true;
             }
         }
+        held
     }
 }
 
@@ -98,9 +113,24 @@ pub fn set_paused<C: ConsumerContext>(
         consumer.resume(&tpl)
     };
     match r {
-        Ok(()) => slot.state.set_paused(paused),
+        Ok(()) => {
+            tracing::debug!(topic = %tp.0, partition = tp.1, paused, in_flight = slot.state.in_flight(), "partition flow");
+            slot.state.set_paused(paused);
+            if !paused {
+                wake_fetcher(consumer, tp);
+            }
+        }
         Err(e) => {
             tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "pause/resume failed")
         }
     }
+}
+
+/// librdkafka 2.12 does not wake a partition's broker thread when the partition is resumed: the
+/// thread notices only after its idle wait (up to 1 s, `rd_kafka_max_block_ms`), so every
+/// pause/resume cycle would stall the partition for up to a second. A watermark query for the
+/// partition sends a ListOffsets request to its leader, which wakes that thread at once; the
+/// answer is not needed (1 ms of waiting at most).
+fn wake_fetcher<C: ConsumerContext>(consumer: &BaseConsumer<C>, tp: &Tp) {
+    let _ = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_millis(1));
 }

@@ -19,7 +19,7 @@ use rdkafka::topic_partition_list::Offset;
 
 use super::assignment::{Shared, Slot, Tp};
 use super::commit;
-use super::flow::{FLOW_INTERVAL, Flow, set_paused};
+use super::flow::{FLOW_INTERVAL, Flow, RESUME_INTERVAL, set_paused};
 use super::rebalance::{RelayContext, error_kind};
 use crate::config::{ClusterConfig, KafkaConfig};
 use crate::partition::PartitionMsg;
@@ -90,6 +90,8 @@ pub struct PollLoop {
     pub cmds: std_mpsc::Receiver<Cmd>,
     pub commit_interval: Duration,
     pub flow: Flow,
+    /// Some partition is paused at a bound: poll briefly and check for resumption often.
+    pub held_back: std::cell::Cell<bool>,
 }
 
 impl PollLoop {
@@ -115,8 +117,14 @@ impl PollLoop {
                 }
             }
             self.poll_round();
-            if last_flow.elapsed() >= FLOW_INTERVAL {
-                self.flow.tick(&self.consumer, &self.shared);
+            let interval = if self.held_back.get() {
+                RESUME_INTERVAL
+            } else {
+                FLOW_INTERVAL
+            };
+            if last_flow.elapsed() >= interval {
+                self.held_back
+                    .set(self.flow.tick(&self.consumer, &self.shared));
                 last_flow = Instant::now();
             }
             if last_commit.elapsed() >= self.commit_interval {
@@ -131,7 +139,11 @@ impl PollLoop {
     /// fetched, and hands each partition its records in one message.
     fn poll_round(&self) {
         let mut groups: Vec<Group> = Vec::new();
-        let mut wait = Duration::from_millis(50);
+        let mut wait = if self.held_back.get() {
+            RESUME_INTERVAL
+        } else {
+            Duration::from_millis(50)
+        };
         for _ in 0..POLL_BATCH {
             match self.consumer.poll(wait) {
                 Some(Ok(m)) => self.take(&m, &mut groups),
@@ -216,8 +228,12 @@ impl PollLoop {
         });
         // At a bound the partition (or everything) pauses at once: librdkafka then drops what
         // it had fetched beyond this record, so the bounds hold to within one record.
-        self.flow
-            .after_dispatch(&self.consumer, &self.shared, &g.tp, slot);
+        if self
+            .flow
+            .after_dispatch(&self.consumer, &self.shared, &g.tp, slot)
+        {
+            self.held_back.set(true);
+        }
     }
 
     /// Seeks that are due (start positions, restarts); a partition paused meanwhile resumes.
