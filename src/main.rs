@@ -222,20 +222,19 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(_) => {
-            println!("{}: ok", file.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let problems = e.problems();
-            eprintln!("{}: {} problem(s)", file.display(), problems.len());
-            for p in problems {
-                eprintln!("  - {p}");
-            }
-            ExitCode::from(2)
-        }
+    let problems = match Config::load(file) {
+        Ok(cfg) => cdc_relay::sinks::registry::problems(&cfg),
+        Err(e) => e.problems(),
+    };
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        return ExitCode::SUCCESS;
     }
+    eprintln!("{}: {} problem(s)", file.display(), problems.len());
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+    ExitCode::from(2)
 }
 
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {

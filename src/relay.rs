@@ -27,7 +27,7 @@ use crate::route::Route;
 use crate::sinks::Sink;
 use crate::sinks::aws::timeouts;
 use crate::sinks::pool::{PoolHandle, PoolSettings};
-use crate::sinks::registry::Wiring;
+use crate::sinks::wiring::Wiring;
 use crate::status::StatusBoard;
 use crate::supervision::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 

@@ -459,8 +459,10 @@ async fn e2e_link_lag_metrics_follow_the_truth() {
     produce_changes(&env, &s, 700_000, 10).await;
     // The truth now; the metrics must show it within one probe interval (plus the probe's own
     // run time, `EPS`), and `link_lag_seconds` must be the age of the oldest unmirrored record as
-    // of at most one probe interval ago.
-    const EPS: Duration = Duration::from_millis(400);
+    // of at most one probe interval ago. The probe takes its clock reading before its watermark
+    // queries, which take longer on a loaded machine (seen: 0.92 s between the reading and the
+    // metric under the full parallel suite), hence 700 ms.
+    const EPS: Duration = Duration::from_millis(700);
     let truth: Vec<i64> = watermarks(&env.bootstrap(), &s.topic)
         .iter()
         .zip(watermarks(secondary.bootstrap_servers(), &mirror))

@@ -603,7 +603,7 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
     let client = reqwest::Client::new();
     let started = Instant::now();
     let mut first: Option<(Instant, u64, f64)> = None;
-    let mut last: Option<(Instant, u64, f64)> = None;
+    let last: (Instant, u64, f64);
     loop {
         if let Ok(Some(st)) = proc.0.try_wait() {
             return Err(format!(
@@ -625,8 +625,8 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
         if n > 0 && first.is_none() {
             first = Some((now, n, cpu));
         }
-        last = Some((now, n, cpu));
         if n >= records {
+            last = (now, n, cpu);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -656,7 +656,7 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
     // From the first record done to the last when the run gave two distinct samples, else the
     // whole run.
     let (rate, cpu_per) = match (first, last) {
-        (Some((t0, n0, c0)), Some((t1, n1, c1))) if n1 > n0 && t1 > t0 => (
+        (Some((t0, n0, c0)), (t1, n1, c1)) if n1 > n0 && t1 > t0 => (
             (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),
             (c1 - c0) / (n1 - n0) as f64 * 1000.0,
         ),

@@ -25,7 +25,8 @@ use crate::event::SourcePos;
 use crate::route::Route;
 use crate::sinks::output::{Change, Output};
 use crate::sinks::pool::WriteOutcome;
-use crate::sinks::registry::{self, Wiring};
+use crate::sinks::registry;
+use crate::sinks::wiring::Wiring;
 
 /// The header a replayed record carries: the SQS message id it came from.
 pub const REPLAY_HEADER: &str = "cdc-relay-dlq-replay";

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::output::{Output, PooledOutput, Role};
+use super::output::{Output, OutputType, PooledOutput, Role};
 use super::pool::PoolHandle;
-use super::registry::{OutputType, Wiring};
+use super::wiring::Wiring;
 use super::{BatchLimits, Sink, SinkRequest, SinkResult};
 use crate::config::{OutputSpec, RouteConfig};
 

@@ -323,7 +323,7 @@ pub fn from_attr(a: &AttributeValue) -> Value {
 /// mode of the routes writing there), required, with the `State` role.
 pub fn output_for(
     route: &crate::config::RouteConfig,
-    w: &mut super::registry::Wiring<'_>,
+    w: &mut super::wiring::Wiring<'_>,
 ) -> Option<Arc<dyn super::output::Output>> {
     let table = route.table.clone()?;
     let cfg = &w.config.dynamodb;

@@ -135,7 +135,7 @@ pub fn event_json(v: &Value) -> serde_json::Value {
 /// the bus's pool, required or not as configured, with the `Event` role.
 pub fn output_for(
     route: &crate::config::RouteConfig,
-    w: &mut super::registry::Wiring<'_>,
+    w: &mut super::wiring::Wiring<'_>,
 ) -> Option<Arc<dyn super::output::Output>> {
     let required = w.config.events_for(route)?;
     let eb = w.config.eventbridge.clone()?;

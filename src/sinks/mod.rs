@@ -15,6 +15,7 @@ pub mod output;
 pub mod pool;
 pub mod registry;
 pub mod retry;
+pub mod wiring;
 
 use std::sync::Arc;
 

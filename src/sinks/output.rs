@@ -5,8 +5,9 @@
 //! key (guarded by `_seq`), so of several versions of one key in flight only the newest needs
 //! writing; an `Event` output gets every change, in order per key.
 //!
-//! Output types implement it (most through `PooledOutput`) and are registered in `registry.rs`.
-//! Nothing here knows a particular output type, decodes, or tracks offsets.
+//! Output types implement it (most through `PooledOutput`), describe themselves as an `OutputType`
+//! and are registered in `registry.rs`. Nothing here knows a particular output type, decodes, or
+//! tracks offsets.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::SinkRequest;
 use super::pool::{PoolHandle, WriteOutcome};
+use super::wiring::Wiring;
+use crate::config::{OutputSpec, RouteConfig};
 use crate::error_class::ErrorClass;
 use crate::event::{ChangeEvent, Seq};
 
@@ -113,6 +116,19 @@ pub trait Output: Send + Sync {
     fn describe(&self, _p: &Prepared) -> Option<serde_json::Value> {
         None
     }
+}
+
+/// Builds the output of one `[[routes.outputs]]` entry for a route.
+pub type BuildOutput =
+    fn(&OutputSpec, &RouteConfig, &mut Wiring<'_>) -> Result<Arc<dyn Output>, String>;
+
+/// An output type that `[[routes.outputs]]` entries name with `type`.
+pub struct OutputType {
+    pub name: &'static str,
+    /// Problems of one entry: (key within the entry, why).
+    pub validate: fn(&OutputSpec) -> Vec<(String, String)>,
+    /// Builds the output of one entry for a route.
+    pub build: BuildOutput,
 }
 
 type Build<R> = dyn Fn(&Change<'_>) -> Result<R, Failure> + Send + Sync;
