@@ -88,18 +88,20 @@ fn check_config_lists_every_problem_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dynamodb.concurrency"));
     // Output entries are checked by their type: an unknown type, a bad setting, a typo.
-    std::fs::write(
-        &path,
-        "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\n[schema_registry]\nurl = \"http://127.0.0.1:8081\"\n[[routes]]\ntopic = \"t\"\nkey = [\"id\"]\n[[routes.outputs]]\ntype = \"nope\"\n[[routes.outputs]]\ntype = \"blackhole\"\nbatch_size = 0\n[[routes.outputs]]\ntype = \"blackhole\"\nack_aftr = \"1ms\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let head = "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\n[schema_registry]\nurl = \"http://127.0.0.1:8081\"\n[[routes]]\ntopic = \"t\"\nkey = [\"id\"]\n";
+    let check = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(format!(
+        "{head}[[routes.outputs]]\ntype = \"nope\"\n[[routes.outputs]]\ntype = \"blackhole\"\nbatch_size = 0\n[[routes.outputs]]\ntype = \"blackhole\"\nack_aftr = \"1ms\"\n"
+    ));
     for needle in [
         "routes[0].outputs[0].type: unknown output type \"nope\"",
         "routes[0].outputs[1].batch_size",
@@ -108,20 +110,7 @@ fn check_config_lists_every_problem_and_exits_2() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     // A route with no output at all.
-    std::fs::write(
-        &path,
-        "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\n[schema_registry]\nurl = \"http://127.0.0.1:8081\"\n[[routes]]\ntopic = \"t\"\nkey = [\"id\"]\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("routes[0].table: a route needs an output")
-    );
+    assert!(check(head.to_string()).contains("routes[0].table: a route needs an output"));
     // A missing file is a clear error.
     let out = Command::new(BIN)
         .args(["check-config", "/nonexistent.toml"])

@@ -53,9 +53,8 @@ pub fn is_sqs_text(s: &str) -> bool {
     s.chars().all(allowed)
 }
 
-/// Human-readable text (error messages, reasons) made acceptable to SQS: each refused character
-/// becomes `\u{..}`.
-pub fn escape_text(s: &str) -> std::borrow::Cow<'_, str> {
+/// `s` with every character SQS refuses replaced by `escape(c)`.
+fn replace_refused(s: &str, escape: impl Fn(u32) -> String) -> std::borrow::Cow<'_, str> {
     if is_sqs_text(s) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -64,28 +63,26 @@ pub fn escape_text(s: &str) -> std::borrow::Cow<'_, str> {
         if allowed(c) {
             out.push(c);
         } else {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            out.push_str(&escape(u32::from(c)));
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Human-readable text (error messages, reasons) made acceptable to SQS: each refused character
+/// becomes `\u{..}`.
+pub fn escape_text(s: &str) -> std::borrow::Cow<'_, str> {
+    replace_refused(s, |c| format!("\\u{{{c:x}}}"))
 }
 
 /// A JSON text made acceptable to SQS without changing what it means: serde_json already escapes
 /// control characters inside strings; the other refused characters (U+FFFE, U+FFFF) can only
 /// occur inside strings too, and become `\uXXXX` escapes there.
 pub fn safe_body(json: String) -> String {
-    if is_sqs_text(&json) {
-        return json;
+    match replace_refused(&json, |c| format!("\\u{c:04x}")) {
+        std::borrow::Cow::Borrowed(_) => json,
+        std::borrow::Cow::Owned(escaped) => escaped,
     }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if allowed(c) {
-            out.push(c);
-        } else {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        }
-    }
-    out
 }
 
 fn string_attr(v: &str) -> Option<MessageAttributeValue> {

@@ -130,36 +130,20 @@ pub const API_NAMES: &[(&str, RDKafkaApiKey)] = &[
     ("InitProducerId", RDKafkaApiKey::InitProducerId),
 ];
 
-fn api_key(name: &str) -> Result<RDKafkaApiKey, MockError> {
-    API_NAMES
+/// The entry of `table` called `name` (case-insensitive); its canonical name too.
+fn named<T: Copy>(
+    table: &[(&'static str, T)],
+    what: &str,
+    name: &str,
+) -> Result<(&'static str, T), MockError> {
+    table
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, k)| *k)
+        .copied()
         .ok_or_else(|| {
             MockError::BadRequest(format!(
-                "unknown API {name:?}; one of {}",
-                API_NAMES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
-}
-
-fn error_code(name: &str) -> Result<RDKafkaRespErr, MockError> {
-    ERROR_NAMES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, e)| *e)
-        .ok_or_else(|| {
-            MockError::BadRequest(format!(
-                "unknown error {name:?}; one of {}",
-                ERROR_NAMES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "unknown {what} {name:?}; one of {}",
+                table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             ))
         })
 }
@@ -362,20 +346,12 @@ impl MockKafka {
     /// Makes the next `count` requests of `api` (protocol name, e.g. `Fetch`) fail with `error`
     /// (protocol name, e.g. `NOT_LEADER_OR_FOLLOWER`; see `ERROR_NAMES`).
     pub fn inject_errors(&self, api: &str, error: &str, count: usize) -> Result<(), MockError> {
-        let key = api_key(api)?;
-        let code = error_code(error)?;
+        let (name, key) = named(API_NAMES, "API", api)?;
+        let (err, code) = named(ERROR_NAMES, "error", error)?;
         if count == 0 || count > 100_000 {
             return Err(MockError::BadRequest("count must be 1..=100000".into()));
         }
         self.call(|tx| Cmd::PushErrors(key, vec![code; count], tx))?;
-        let name = API_NAMES
-            .iter()
-            .find(|(_, k)| *k == key)
-            .map_or(api, |(n, _)| *n);
-        let err = ERROR_NAMES
-            .iter()
-            .find(|(_, e)| *e == code)
-            .map_or(error, |(n, _)| *n);
         self.note(|s| {
             s.injected_errors
                 .entry(name.to_string())
@@ -387,12 +363,8 @@ impl MockKafka {
 
     /// Removes the errors still pending for `api`.
     pub fn clear_errors(&self, api: &str) -> Result<(), MockError> {
-        let key = api_key(api)?;
+        let (name, key) = named(API_NAMES, "API", api)?;
         self.call(|tx| Cmd::ClearErrors(key, tx))?;
-        let name = API_NAMES
-            .iter()
-            .find(|(_, k)| *k == key)
-            .map_or(api, |(n, _)| *n);
         self.note(|s| {
             s.injected_errors.remove(name);
         });
