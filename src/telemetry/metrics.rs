@@ -35,7 +35,7 @@ fn describe() {
     );
     describe_counter!(
         "cdc_relay_records_processed_total",
-        "Records completed, by topic and outcome (written, stale, skipped, dead_lettered)"
+        "Records completed, by topic and outcome (written, superseded, stale, skipped, dead_lettered)"
     );
     describe_counter!(
         "cdc_relay_records_skipped_total",
@@ -133,7 +133,11 @@ fn describe() {
     );
     describe_gauge!(
         "cdc_relay_failover_duration_seconds",
-        "Last unplanned switch: first failed probe to the first record done on the new cluster"
+        "Last switch: first failed probe (or the planned request) to the consumer assigned on the target with its start positions committed"
+    );
+    describe_gauge!(
+        "cdc_relay_failover_first_record_seconds",
+        "Last switch: first failed probe (or the planned request) to the first record done on the target"
     );
     describe_counter!(
         "cdc_relay_failover_offset_source_total",
