@@ -10,6 +10,11 @@ use anyhow::Context;
 use cdc_relay::config::{Config, EnvelopeKind, RegistryConfig, ValueFormat};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of glibc's malloc: the record path allocates and frees on different worker
+/// threads, where glibc's arenas contend (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cdc-relay",

@@ -4,7 +4,7 @@
 //! installed); (b) the relay binary, as its own process, into the blackhole output; (c) into the
 //! accept-all DynamoDB responder in each write mode; (d) the same with a per-request delay at
 //! several sink concurrencies; (e) into moto, next to a raw SDK client writing as many items to
-//! the same moto. Per case: records/s (from the first record done to the last), consume→ack
+//! the same moto. Per case: records/s (from the first record consumed to the last done), consume→ack
 //! latency p50/p99 (the relay's histogram), relay CPU seconds per 1,000 records, peak RSS, and
 //! the ratio to (a).
 //!
@@ -51,6 +51,12 @@ pub enum Case {
     RawSdkToMoto {
         concurrency: usize,
     },
+    /// Latency at a steady rate: relay → blackhole while records are produced at `fraction` of
+    /// the group's blackhole rate (measured by the group's blackhole case, which must run first),
+    /// into a fresh topic the relay has already joined.
+    Paced {
+        fraction: f64,
+    },
 }
 
 impl Case {
@@ -75,6 +81,9 @@ impl Case {
             Case::Relay(Target::Moto) => "relay → moto, conditional".into(),
             Case::RawSdkToMoto { concurrency } => {
                 format!("raw SDK PutItem → moto, concurrency {concurrency}")
+            }
+            Case::Paced { fraction } => {
+                format!("relay → blackhole, produced at {fraction} × its rate")
             }
         }
     }
@@ -169,6 +178,7 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
             g.label, report.records, g.partitions
         );
         let mut raw_rate = None;
+        let mut blackhole_rate = None;
         let mut record_bytes = 0;
         // `CDC_RELAY_BENCH_CASE=<part of a case name>`: only those cases (and the raw limit).
         let only = std::env::var("CDC_RELAY_BENCH_CASE").ok();
@@ -223,8 +233,11 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                     };
                     let (url, t, _responder) = endpoint;
                     let cfg = relay_config(&lab, &topic, &t, &url, target, i);
-                    match relay_run(relay_bin, &cfg, g.records).await {
+                    match relay_run(relay_bin, &cfg, g.records, None).await {
                         Ok(r) => {
+                            if *target == Target::Blackhole {
+                                blackhole_rate = Some(r.rate);
+                            }
                             m.records_per_sec = Some(r.rate);
                             m.p50_ms = r.p50_ms;
                             m.p99_ms = r.p99_ms;
@@ -242,6 +255,40 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                         .map_err(setup("moto table"))?;
                     m.records_per_sec =
                         Some(raw_sdk(&ddb, &t, g.records, g.note_bytes, *concurrency).await?);
+                }
+                Case::Paced { fraction } => {
+                    let Some(max) = blackhole_rate else {
+                        m.skipped = Some("needs the group's blackhole case first".into());
+                        out.push(m);
+                        continue;
+                    };
+                    let rate = (max * fraction).max(1.0) as u32;
+                    // About 4 s of load, within the mock cluster's retention.
+                    let records = (u64::from(rate) * 4).min(g.records);
+                    m.records = records;
+                    let paced_table = format!("{table}paced");
+                    let paced_topic = format!("bench.{paced_table}");
+                    lab.kafka
+                        .create_topic(&paced_topic, g.partitions)
+                        .map_err(setup("topic"))?;
+                    let feed = GenerateSpec {
+                        tables: vec![paced_table],
+                        records,
+                        rate: Some(rate),
+                        seed: 1_000 + i as u64,
+                        ..spec.clone()
+                    };
+                    let cfg = relay_config(&lab, &paced_topic, &table, "", &Target::Blackhole, i);
+                    match relay_run(relay_bin, &cfg, records, Some(feed)).await {
+                        Ok(r) => {
+                            m.records_per_sec = Some(r.rate);
+                            m.p50_ms = r.p50_ms;
+                            m.p99_ms = r.p99_ms;
+                            m.cpu_s_per_1k = Some(r.cpu_s_per_1k);
+                            m.peak_rss_mb = r.peak_rss_mb;
+                        }
+                        Err(why) => m.skipped = Some(why),
+                    }
                 }
             }
             m.record_bytes = record_bytes;
@@ -504,6 +551,43 @@ async fn processed(client: &reqwest::Client, admin: &str) -> Option<u64> {
     )
 }
 
+/// Whether the relay's consumer owns at least one partition and is running.
+async fn assigned(client: &reqwest::Client, admin: &str) -> bool {
+    let Some(st) = async {
+        client
+            .get(format!("{admin}/status"))
+            .send()
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    }
+    .await
+    else {
+        return false;
+    };
+    st["partitions"].as_array().is_some_and(|p| !p.is_empty())
+}
+
+/// Records the relay has consumed so far (`cdc_relay_records_consumed_total`, all topics).
+async fn consumed(client: &reqwest::Client, admin: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("cdc_relay_records_consumed_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
 /// A quantile of a Prometheus histogram, interpolated linearly within its bucket.
 pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
     let prefix = format!("{name}_bucket{{");
@@ -546,7 +630,14 @@ pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
 }
 
 /// Starts the relay on `cfg`, waits until it completed `records`, and measures it.
-async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayFigures, String> {
+/// Runs the relay binary on `cfg` until `records` are done. With `feed`, the records are
+/// produced (at the spec's rate) once the relay owns every partition of its topic.
+async fn relay_run(
+    bin: &Path,
+    cfg: &RelayConfig,
+    records: u64,
+    feed: Option<GenerateSpec>,
+) -> Result<RelayFigures, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, &cfg.text).map_err(|e| e.to_string())?;
@@ -602,9 +693,28 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
     let ticks = clock_ticks();
     let client = reqwest::Client::new();
     let started = Instant::now();
+    let mut feeder = None;
+    let mut feed = feed;
     let mut first: Option<(Instant, u64, f64)> = None;
     let last: (Instant, u64, f64);
     loop {
+        if feed.is_some()
+            && assigned(&client, &cfg.admin).await
+            && let Some(spec) = feed.take()
+        {
+            feeder = Some(tokio::spawn(async move {
+                cdc_relay::generate::generate(&spec)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }));
+        }
+        if feeder.as_ref().is_some_and(|f| f.is_finished())
+            && let Some(f) = feeder.take()
+            && let Ok(Err(e)) = f.await
+        {
+            return Err(format!("producing the paced records failed: {e}"));
+        }
         if let Ok(Some(st)) = proc.0.try_wait() {
             return Err(format!(
                 "the relay exited ({st}): {}",
@@ -620,16 +730,28 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
         };
         let now = Instant::now();
         let cpu = cpu_seconds(pid, ticks).unwrap_or(0.0);
-        // From the first record done (group join and start-up excluded) to the last: fetching is
-        // part of the run, so the rate cannot exceed what the consumer fetches.
-        if n > 0 && first.is_none() {
+        // From the first record consumed (group join and start-up excluded) to the last done: the
+        // rate includes fetching, so it cannot exceed what the consumer fetches, and the CPU
+        // window includes decoding the first records.
+        if first.is_none() && consumed(&client, &cfg.admin).await.unwrap_or(0) > 0 {
             first = Some((now, n, cpu));
         }
         if n >= records {
             last = (now, n, cpu);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // `CDC_RELAY_BENCH_TRACE=1`: the progress of the run, sample by sample.
+        if std::env::var_os("CDC_RELAY_BENCH_TRACE").is_some()
+            && let Some((t0, _, c0)) = first
+        {
+            eprintln!(
+                "bench:     {:>6.0} ms  {n:>7} done  {:>6.2} CPU s",
+                (now - t0).as_secs_f64() * 1000.0,
+                cpu - c0
+            );
+        }
+        let pause = if first.is_none() { 5 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     let metrics = client
         .get(format!("{}/metrics", cfg.admin))
@@ -653,8 +775,8 @@ async fn relay_run(bin: &Path, cfg: &RelayConfig, records: u64) -> Result<RelayF
     while Instant::now() < until && matches!(proc.0.try_wait(), Ok(None)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // From the first record done to the last when the run gave two distinct samples, else the
-    // whole run.
+    // From the first record consumed to the last done when the run gave two distinct samples,
+    // else the whole run.
     let (rate, cpu_per) = match (first, last) {
         (Some((t0, n0, c0)), (t1, n1, c1)) if n1 > n0 && t1 > t0 => (
             (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),

@@ -1,14 +1,10 @@
 //! Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro binary) and the Avro
-//! datum decode with the writer schema.
-//!
-//! Decoding with the writer schema of each record makes schema evolution free: two writer ids for
-//! one subject decode side by side. It must not interpret envelopes.
+//! datum encoding the generator and tests use. Decoding (`value.rs`) uses the writer schema of
+//! each record, which makes schema evolution free: two writer ids for one subject decode side by
+//! side. It must not interpret envelopes.
 
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
 use apache_avro::writer::datum::GenericDatumWriter;
-
-use crate::decode::registry::WriterSchema;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WireError {
@@ -39,29 +35,12 @@ pub fn frame_wire(id: u32, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Encodes one Avro datum with `schema` (the generator's and tests' side of `decode_datum`).
+/// Encodes one Avro datum with `schema` (the generator's and tests' side of `value::decode`).
 pub fn encode_datum(schema: &apache_avro::Schema, value: Avro) -> Result<Vec<u8>, String> {
     GenericDatumWriter::builder(schema)
         .build()
         .and_then(|w| w.write_value_to_vec(value))
         .map_err(|e| e.to_string())
-}
-
-/// Decodes one Avro datum written with `writer`. Trailing bytes are an error.
-pub fn decode_datum(writer: &WriterSchema, body: &[u8]) -> Result<Avro, String> {
-    let mut cursor = std::io::Cursor::new(body);
-    let v = GenericDatumReader::builder(&writer.schema)
-        .build()
-        .and_then(|r| r.read_value(&mut cursor))
-        .map_err(|e| e.to_string())?;
-    let used = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
-    if used != body.len() {
-        return Err(format!(
-            "{} trailing byte(s) after the datum (wrong schema id?)",
-            body.len().saturating_sub(used)
-        ));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Decoding: Kafka record bytes → `Decoded` (a `ChangeEvent` or a counted skip).
 //!
-//! Stages: wire format (`avro.rs`) → writer schema (`registry.rs`) → Avro value mapping
-//! (`value.rs`) → envelope (`envelope/`). JSON values skip the first three. This module must not
+//! Stages: wire format (`avro.rs`) → writer schema (`registry.rs`) → Avro datum to value in one
+//! pass (`value.rs`) → envelope (`envelope/`). JSON values skip the first three. This module must not
 //! know about sinks or offsets; it only says what a record is, or why it cannot be decoded.
 
 pub mod avro;
@@ -21,10 +21,8 @@ pub enum DecodeError {
     Wire(#[from] avro::WireError),
     #[error("schema id {id}: {source}")]
     Registry { id: u32, source: RegistryError },
-    #[error("Avro decode failed with writer schema id {id}: {message}")]
-    Avro { id: u32, message: String },
-    #[error("Avro value does not map (schema id {id}): {source}")]
-    Value { id: u32, source: value::ValueError },
+    #[error("Avro decode failed with writer schema id {id}: {source}")]
+    Avro { id: u32, source: value::ValueError },
     #[error("invalid JSON: {0}")]
     Json(String),
     #[error(transparent)]
@@ -63,7 +61,7 @@ impl DecodeError {
                 ..
             } => "bad_schema",
             DecodeError::Registry { .. } => "registry_unavailable",
-            DecodeError::Avro { .. } | DecodeError::Value { .. } => "avro_decode",
+            DecodeError::Avro { .. } => "avro_decode",
             DecodeError::Json(_) => "json_decode",
             DecodeError::Envelope(_) => "envelope",
             DecodeError::VersionField { .. } => "version_field",
@@ -106,10 +104,8 @@ impl Decoder {
                     .schema(id)
                     .await
                     .map_err(|source| DecodeError::Registry { id, source })?;
-                let datum = avro::decode_datum(&writer, body)
-                    .map_err(|message| DecodeError::Avro { id, message })?;
-                value::convert(&datum, &writer.schema, &writer.names, route.temporal)
-                    .map_err(|source| DecodeError::Value { id, source })?
+                value::decode(body, &writer.schema, &writer.names, route.temporal)
+                    .map_err(|source| DecodeError::Avro { id, source })?
             }
             ValueFormat::Json => {
                 if payload.is_empty() {

@@ -13,7 +13,11 @@
 //! No I/O, no tasks, no clock: the partition actor drives it, and the unit tests below run random
 //! interleavings against it. It must not decide commit positions (`OffsetTracker` does).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// Keys are hashed with foldhash (seeded per process, like std's SipHash, and several times
+// faster on short keys): every record touches these maps once per output.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use crate::sinks::output::{Failure, Prepared, Role};
@@ -80,6 +84,82 @@ struct Rec<T> {
     held: T,
 }
 
+/// The records inside, in offset order. Records arrive in offset order and mostly leave in it,
+/// so a deque with binary search beats a hash map (no hashing, no rehashing under churn); a
+/// record that leaves early leaves a hole until the ones before it are gone.
+struct Slots<T> {
+    q: VecDeque<(i64, Option<Rec<T>>)>,
+    live: usize,
+}
+
+impl<T> Slots<T> {
+    fn new() -> Self {
+        Slots {
+            q: VecDeque::new(),
+            live: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn find(&self, offset: i64) -> Result<usize, usize> {
+        self.q.binary_search_by_key(&offset, |(o, _)| *o)
+    }
+
+    fn insert(&mut self, offset: i64, rec: Rec<T>) {
+        match self.q.back() {
+            Some((last, _)) if *last >= offset => match self.find(offset) {
+                Ok(i) => {
+                    if self.q[i].1.replace(rec).is_none() {
+                        self.live += 1;
+                    }
+                }
+                Err(i) => {
+                    self.q.insert(i, (offset, Some(rec)));
+                    self.live += 1;
+                }
+            },
+            _ => {
+                self.q.push_back((offset, Some(rec)));
+                self.live += 1;
+            }
+        }
+    }
+
+    fn get(&self, offset: i64) -> Option<&Rec<T>> {
+        self.find(offset).ok().and_then(|i| self.q[i].1.as_ref())
+    }
+
+    fn get_mut(&mut self, offset: i64) -> Option<&mut Rec<T>> {
+        self.find(offset).ok().and_then(|i| self.q[i].1.as_mut())
+    }
+
+    fn remove(&mut self, offset: i64) -> Option<Rec<T>> {
+        let i = self.find(offset).ok()?;
+        let rec = self.q[i].1.take()?;
+        self.live -= 1;
+        while self.q.front().is_some_and(|(_, r)| r.is_none()) {
+            self.q.pop_front();
+        }
+        while self.q.back().is_some_and(|(_, r)| r.is_none()) {
+            self.q.pop_back();
+        }
+        Some(rec)
+    }
+
+    /// Offsets inside at or after `offset`.
+    fn offsets_from(&self, offset: i64) -> Vec<i64> {
+        let start = self.find(offset).unwrap_or_else(|i| i);
+        self.q
+            .range(start..)
+            .filter(|(_, r)| r.is_some())
+            .map(|(o, _)| *o)
+            .collect()
+    }
+}
+
 /// One output's queue.
 struct Lane {
     role: Role,
@@ -103,7 +183,7 @@ impl Lane {
 /// The pipeline of one partition; `T` is what is held for each record until it leaves (the
 /// consumed record with its in-flight ticket).
 pub struct Pipeline<T> {
-    records: HashMap<i64, Rec<T>>,
+    records: Slots<T>,
     lanes: Vec<Lane>,
     in_flight: usize,
 }
@@ -112,7 +192,7 @@ impl<T> Pipeline<T> {
     /// A pipeline over outputs with these roles and failure-reason prefixes, in route order.
     pub fn new(outputs: impl IntoIterator<Item = (Role, String)>) -> Self {
         Pipeline {
-            records: HashMap::new(),
+            records: Slots::new(),
             lanes: outputs
                 .into_iter()
                 .map(|(role, reason_prefix)| Lane {
@@ -162,7 +242,7 @@ impl<T> Pipeline<T> {
 
     /// Sends `offset` to its next output, or lets it leave.
     fn advance(&mut self, offset: i64, done: &mut Vec<Done<T>>) {
-        let Some(rec) = self.records.get_mut(&offset) else {
+        let Some(rec) = self.records.get_mut(offset) else {
             return;
         };
         while rec.next < rec.prepared.len() && rec.prepared[rec.next].is_none() {
@@ -175,7 +255,7 @@ impl<T> Pipeline<T> {
             self.offer(lane, offset, p);
             return;
         }
-        let Some(rec) = self.records.remove(&offset) else {
+        let Some(rec) = self.records.remove(offset) else {
             return;
         };
         done.push(match rec.failure {
@@ -282,7 +362,7 @@ impl<T> Pipeline<T> {
                 WriteOutcome::Done | WriteOutcome::Stale => {
                     for o in covers {
                         if role == Role::State
-                            && let Some(rec) = self.records.get_mut(&o)
+                            && let Some(rec) = self.records.get_mut(o)
                             && rec.outcome.is_none()
                         {
                             rec.outcome = Some(if o != u.rep {
@@ -293,7 +373,7 @@ impl<T> Pipeline<T> {
                                 Outcome::Written
                             });
                         }
-                        if let Some(rec) = self.records.get_mut(&o) {
+                        if let Some(rec) = self.records.get_mut(o) {
                             rec.next = lane + 1;
                         }
                         self.advance(o, done);
@@ -301,7 +381,7 @@ impl<T> Pipeline<T> {
                 }
                 WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e) => {
                     let prefix = self.lanes[lane].reason_prefix.clone();
-                    if let Some(rec) = self.records.remove(&u.rep) {
+                    if let Some(rec) = self.records.remove(u.rep) {
                         done.push(Done::Failed {
                             offset: u.rep,
                             failure: Failure {
@@ -317,7 +397,7 @@ impl<T> Pipeline<T> {
                     for o in covers.into_iter().filter(|o| *o != u.rep) {
                         if let Some(p) = self
                             .records
-                            .get(&o)
+                            .get(o)
                             .and_then(|r| r.prepared.get(lane).cloned().flatten())
                         {
                             self.offer(lane, o, p);
@@ -326,7 +406,7 @@ impl<T> Pipeline<T> {
                 }
                 WriteOutcome::Cancelled => {
                     for o in covers {
-                        if let Some(rec) = self.records.remove(&o) {
+                        if let Some(rec) = self.records.remove(o) {
                             done.push(Done::Dropped {
                                 offset: o,
                                 held: rec.held,
@@ -343,14 +423,9 @@ impl<T> Pipeline<T> {
     /// also stood for older records is replaced by theirs. Their requests already in flight are
     /// answered into the void.
     pub fn drop_from(&mut self, offset: i64, done: &mut Vec<Done<T>>) {
-        let gone: Vec<i64> = self
-            .records
-            .keys()
-            .copied()
-            .filter(|o| *o >= offset)
-            .collect();
+        let gone = self.records.offsets_from(offset);
         for o in gone {
-            if let Some(rec) = self.records.remove(&o) {
+            if let Some(rec) = self.records.remove(o) {
                 done.push(Done::Dropped {
                     offset: o,
                     held: rec.held,
@@ -376,7 +451,7 @@ impl<T> Pipeline<T> {
             for o in again {
                 if let Some(p) = self
                     .records
-                    .get(&o)
+                    .get(o)
                     .and_then(|r| r.prepared.get(lane).cloned().flatten())
                 {
                     self.offer(lane, o, p);
