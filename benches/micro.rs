@@ -1,6 +1,12 @@
 //! criterion micro-benchmarks of the record path's pieces (`make bench`): wire format + Avro
 //! decode per envelope, routing (item building and DynamoDB's rules), `OffsetTracker` under
-//! random completion, and the sink pool's batching with a sink that does nothing.
+//! random completion, the sink pool's batching with a sink that does nothing, and the AWS SDK's
+//! per-request cost: the DynamoDB output writing to the accept-all responder on loopback (request
+//! building, SigV4 signing, HTTP round trip, response parsing), one request at a time and 64 at
+//! once, per write mode.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -238,12 +244,83 @@ fn pool(c: &mut Criterion) {
     g.finish();
 }
 
+/// The DynamoDB output's cost per request against the accept-all responder (no delay).
+fn sdk_request(c: &mut Criterion) {
+    use cdc_relay::config::{AwsConfig, WriteMode};
+    use cdc_relay::sinks::dynamodb::DynamoDbSink;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let responder = rt
+        .block_on(support::responder::Responder::start(Duration::ZERO))
+        .expect("responder");
+    let sdk = rt.block_on(cdc_relay::sinks::aws::sdk_config(
+        &AwsConfig {
+            region: Some("us-west-2".into()),
+            endpoint_url: Some(responder.url()),
+        },
+        Duration::from_secs(5),
+    ));
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let cfg = config("qlik");
+    let route = Route::new(cfg.routes[0].clone());
+    let decoder = decoder_for(EnvelopeKind::Qlik);
+    let payloads = cdc_relay::generate::sample_payloads(
+        EnvelopeKind::Qlik,
+        ValueFormat::Avro,
+        "customers",
+        1,
+        100,
+        130,
+    )
+    .expect("payloads");
+    let requests: Vec<Arc<WriteRequest>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let Decoded::Change(ev) = rt
+                .block_on(decoder.decode(&cfg.routes[0], Some(p), pos(i as i64)))
+                .expect("decodes")
+            else {
+                panic!("skipped")
+            };
+            Arc::new(route.build(&ev, None, 400 * 1024).expect("routes"))
+        })
+        .collect();
+    let mut g = c.benchmark_group("sdk (DynamoDB output → loopback responder)");
+    let conditional = Arc::new(DynamoDbSink::new(
+        client.clone(),
+        "customers",
+        WriteMode::Conditional,
+    ));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("conditional PutItem, one at a time", |b| {
+        let one = &requests[..1];
+        b.iter(|| rt.block_on(async { black_box(conditional.write_batch(one).await) }))
+    });
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("conditional PutItem, 64 at once", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let writes = requests[..64]
+                    .iter()
+                    .map(|r| conditional.write_batch(std::slice::from_ref(r)));
+                black_box(futures::future::join_all(writes).await)
+            })
+        })
+    });
+    let transact = DynamoDbSink::new(client, "customers", WriteMode::Transact);
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("TransactWriteItems of 100, per item", |b| {
+        b.iter(|| rt.block_on(async { black_box(transact.write_batch(&requests).await) }))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = decode_and_route, offset_tracker, pool
+    targets = decode_and_route, offset_tracker, pool, sdk_request
 }
 criterion_main!(benches);

@@ -588,7 +588,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             shutdown_timeout: Duration::from_secs(30),
-            max_in_flight_per_partition: 2000,
+            max_in_flight_per_partition: 1000,
             max_in_flight_bytes_per_partition: 16 * 1024 * 1024,
             memory_budget_bytes: 256 * 1024 * 1024,
             resume_below: 0.8,

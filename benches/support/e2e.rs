@@ -266,17 +266,18 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                     // About 4 s of load, within the mock cluster's retention.
                     let records = (u64::from(rate) * 4).min(g.records);
                     m.records = records;
-                    let paced_table = format!("{table}paced");
-                    let paced_topic = format!("bench.{paced_table}");
+                    let paced_topic = format!("bench.{table}paced{}", (fraction * 100.0) as u32);
                     lab.kafka
                         .create_topic(&paced_topic, g.partitions)
                         .map_err(setup("topic"))?;
-                    let feed = GenerateSpec {
-                        tables: vec![paced_table],
-                        records,
-                        rate: Some(rate),
-                        seed: 1_000 + i as u64,
-                        ..spec.clone()
+                    // The group's records, copied at the rate: produced ahead of time, so the
+                    // feeder spends ~1 µs per record, not an encoder's and planner's worth.
+                    let copied = read_records(lab.kafka.bootstrap_servers(), &topic, g, records);
+                    let feed = Paced {
+                        bootstrap: lab.kafka.bootstrap_servers().to_string(),
+                        topic: paced_topic.clone(),
+                        records: copied,
+                        rate,
                     };
                     let cfg = relay_config(&lab, &paced_topic, &table, "", &Target::Blackhole, i);
                     match relay_run(relay_bin, &cfg, records, Some(feed)).await {
@@ -309,6 +310,83 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
         }
     }
     Ok(out)
+}
+
+/// Up to `n` records (key, value) of the group's topic, read with a plain consumer.
+fn read_records(bootstrap: &str, topic: &str, g: &Group, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use rdkafka::Message;
+    let mut out = Vec::new();
+    let Ok(c) = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-copy")
+        .set("enable.auto.commit", "false")
+        .create::<BaseConsumer>()
+    else {
+        return out;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..g.partitions {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
+    }
+    if c.assign(&tpl).is_err() {
+        return out;
+    }
+    let start = Instant::now();
+    while (out.len() as u64) < n && start.elapsed() < Duration::from_secs(120) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+/// Records produced at a steady rate (the paced latency case).
+pub struct Paced {
+    bootstrap: String,
+    topic: String,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    rate: u32,
+}
+
+impl Paced {
+    /// Produces every record, the n-th at n / rate seconds (1 ms linger), then flushes.
+    fn produce(self) -> Result<(), String> {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "1")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        for (n, (k, v)) in self.records.iter().enumerate() {
+            let due = Duration::from_secs_f64(n as f64 / f64::from(self.rate.max(1)));
+            if let Some(ahead) = due.checked_sub(start.elapsed())
+                && ahead > Duration::from_millis(1)
+            {
+                std::thread::sleep(ahead);
+            }
+            let mut rec = BaseRecord::to(&self.topic)
+                .key(k.as_slice())
+                .payload(v.as_slice());
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        p.poll(Duration::from_millis(1));
+                        rec = r;
+                    }
+                }
+            }
+            if n % 256 == 0 {
+                p.poll(Duration::ZERO);
+            }
+        }
+        p.flush(Duration::from_secs(30)).map_err(|e| e.to_string())
+    }
 }
 
 /// Reads every record of the group's topic with a plain consumer; (records/s, mean value bytes).
@@ -636,7 +714,7 @@ async fn relay_run(
     bin: &Path,
     cfg: &RelayConfig,
     records: u64,
-    feed: Option<GenerateSpec>,
+    feed: Option<Paced>,
 ) -> Result<RelayFigures, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().join("relay.toml");
@@ -700,16 +778,13 @@ async fn relay_run(
     loop {
         if feed.is_some()
             && assigned(&client, &cfg.admin).await
-            && let Some(spec) = feed.take()
+            && let Some(paced) = feed.take()
         {
-            feeder = Some(tokio::spawn(async move {
-                cdc_relay::generate::generate(&spec)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }));
+            feeder = Some(tokio::task::spawn_blocking(move || paced.produce()));
         }
-        if feeder.as_ref().is_some_and(|f| f.is_finished())
+        if feeder
+            .as_ref()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
             && let Some(f) = feeder.take()
             && let Ok(Err(e)) = f.await
         {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 
@@ -23,6 +24,9 @@ use crate::error_class::ErrorClass;
 pub async fn sdk_config(cfg: &AwsConfig, request_timeout: Duration) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(2))
+        // Stalled-stream protection watches streaming bodies with a timer per request; these
+        // calls have small JSON bodies and an attempt timeout, so it is pure per-request cost.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .operation_attempt_timeout(request_timeout)
