@@ -169,8 +169,8 @@ impl Sink<WriteRequest> for Nothing {
     }
 }
 
-fn pool(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+/// `n` DynamoDB write requests built from sample Qlik records, as the route builds them.
+fn write_requests(rt: &tokio::runtime::Runtime, n: u64) -> Vec<Arc<WriteRequest>> {
     let cfg = config("qlik");
     let route = Route::new(cfg.routes[0].clone());
     let decoder = decoder_for(EnvelopeKind::Qlik);
@@ -179,11 +179,11 @@ fn pool(c: &mut Criterion) {
         ValueFormat::Avro,
         "customers",
         1,
-        RECORDS,
+        n,
         130,
     )
     .expect("payloads");
-    let requests: Vec<Arc<WriteRequest>> = payloads
+    payloads
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -195,7 +195,12 @@ fn pool(c: &mut Criterion) {
             };
             Arc::new(route.build(&ev, None, 400 * 1024).expect("routes"))
         })
-        .collect();
+        .collect()
+}
+
+fn pool(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let requests = write_requests(&rt, RECORDS);
     let handle = PoolHandle::new(
         Arc::new(Nothing),
         PoolSettings {
@@ -260,31 +265,7 @@ fn sdk_request(c: &mut Criterion) {
         Duration::from_secs(5),
     ));
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let cfg = config("qlik");
-    let route = Route::new(cfg.routes[0].clone());
-    let decoder = decoder_for(EnvelopeKind::Qlik);
-    let payloads = cdc_relay::generate::sample_payloads(
-        EnvelopeKind::Qlik,
-        ValueFormat::Avro,
-        "customers",
-        1,
-        100,
-        130,
-    )
-    .expect("payloads");
-    let requests: Vec<Arc<WriteRequest>> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let Decoded::Change(ev) = rt
-                .block_on(decoder.decode(&cfg.routes[0], Some(p), pos(i as i64)))
-                .expect("decodes")
-            else {
-                panic!("skipped")
-            };
-            Arc::new(route.build(&ev, None, 400 * 1024).expect("routes"))
-        })
-        .collect();
+    let requests = write_requests(&rt, 100);
     let mut g = c.benchmark_group("sdk (DynamoDB output → loopback responder)");
     let conditional = Arc::new(DynamoDbSink::new(
         client.clone(),

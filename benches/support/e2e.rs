@@ -122,6 +122,22 @@ pub struct Measured {
     pub target: Option<Target>,
 }
 
+impl Measured {
+    /// Takes a relay run's figures, or why it produced none.
+    fn take(&mut self, run: Result<RelayFigures, String>) {
+        match run {
+            Ok(r) => {
+                self.records_per_sec = Some(r.rate);
+                self.p50_ms = r.p50_ms;
+                self.p99_ms = r.p99_ms;
+                self.cpu_s_per_1k = Some(r.cpu_s_per_1k);
+                self.peak_rss_mb = r.peak_rss_mb;
+            }
+            Err(why) => self.skipped = Some(why),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("{0}")]
@@ -233,19 +249,11 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                     };
                     let (url, t, _responder) = endpoint;
                     let cfg = relay_config(&lab, &topic, &t, &url, target, i);
-                    match relay_run(relay_bin, &cfg, g.records, None).await {
-                        Ok(r) => {
-                            if *target == Target::Blackhole {
-                                blackhole_rate = Some(r.rate);
-                            }
-                            m.records_per_sec = Some(r.rate);
-                            m.p50_ms = r.p50_ms;
-                            m.p99_ms = r.p99_ms;
-                            m.cpu_s_per_1k = Some(r.cpu_s_per_1k);
-                            m.peak_rss_mb = r.peak_rss_mb;
-                        }
-                        Err(why) => m.skipped = Some(why),
+                    let run = relay_run(relay_bin, &cfg, g.records, None).await;
+                    if *target == Target::Blackhole {
+                        blackhole_rate = run.as_ref().ok().map(|r| r.rate);
                     }
+                    m.take(run);
                 }
                 Case::RawSdkToMoto { concurrency } => {
                     let ddb = aws_sdk_dynamodb::Client::new(&lab.sdk_config().await);
@@ -280,16 +288,7 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                         rate,
                     };
                     let cfg = relay_config(&lab, &paced_topic, &table, "", &Target::Blackhole, i);
-                    match relay_run(relay_bin, &cfg, records, Some(feed)).await {
-                        Ok(r) => {
-                            m.records_per_sec = Some(r.rate);
-                            m.p50_ms = r.p50_ms;
-                            m.p99_ms = r.p99_ms;
-                            m.cpu_s_per_1k = Some(r.cpu_s_per_1k);
-                            m.peak_rss_mb = r.peak_rss_mb;
-                        }
-                        Err(why) => m.skipped = Some(why),
-                    }
+                    m.take(relay_run(relay_bin, &cfg, records, Some(feed)).await);
                 }
             }
             m.record_bytes = record_bytes;
