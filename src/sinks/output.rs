@@ -12,6 +12,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use tokio_util::sync::CancellationToken;
 
 use super::SinkRequest;
@@ -67,6 +69,10 @@ pub struct Prepared {
     pub key: Arc<str>,
     /// The change's version: of two versions of a key, the higher one wins.
     pub seq: Seq,
+    /// When the request was built (as its record was taken in): pools send older requests
+    /// first, so the oldest record of a partition, which holds its commit position, is not
+    /// queued behind newer ones.
+    pub born: Instant,
     req: Arc<dyn Any + Send + Sync>,
 }
 
@@ -84,6 +90,7 @@ impl Prepared {
         Prepared {
             key,
             seq,
+            born: Instant::now(),
             req: Arc::new(req),
         }
     }
@@ -177,7 +184,14 @@ impl<R: SinkRequest> Output for PooledOutput<R> {
             tracing::error!(output = %self.name(), "a request of another output was handed to this one");
             return vec![WriteOutcome::Cancelled; batch.len()];
         }
-        self.pool.write_batch(&reqs, cancel, self.required).await
+        let since = batch
+            .iter()
+            .map(|p| p.born)
+            .min()
+            .unwrap_or_else(Instant::now);
+        self.pool
+            .write_batch_since(&reqs, since, cancel, self.required)
+            .await
     }
 
     fn describe(&self, p: &Prepared) -> Option<serde_json::Value> {

@@ -250,7 +250,10 @@ pub struct Attempt<R> {
     req: Arc<R>,
     sub: Arc<Submission>,
     index: usize,
+    /// When it was queued (the linger time counts from here).
     at: Instant,
+    /// How old what it carries is: the buffer is kept oldest first.
+    age: Instant,
 }
 
 /// Messages to a `SinkPoolActor`.
@@ -483,9 +486,19 @@ impl<R: SinkRequest> Actor for SinkPoolActor<R> {
         state.reap();
         match msg {
             PoolMsg::Submit(attempts) => {
-                for a in attempts {
-                    state.buf_bytes += a.req.batch_bytes();
-                    state.buf.push_back(a);
+                state.buf_bytes += attempts.iter().map(|a| a.req.batch_bytes()).sum::<usize>();
+                // Oldest first: usually the newest submission, appended in O(batch); an older
+                // one (a key's next change, a retry) goes ahead of the newer ones waiting.
+                let age = attempts.first().map(|a| a.age);
+                let at = age.map_or(state.buf.len(), |age| {
+                    state.buf.partition_point(|a| a.age <= age)
+                });
+                if at == state.buf.len() {
+                    state.buf.extend(attempts);
+                } else {
+                    let mut rest = state.buf.split_off(at);
+                    state.buf.extend(attempts);
+                    state.buf.append(&mut rest);
                 }
             }
             PoolMsg::Flush => state.flush_at = None,
@@ -552,6 +565,16 @@ impl<R: SinkRequest> PoolHandle<R> {
         reqs: &[Arc<R>],
         cancel: &CancellationToken,
     ) -> Option<Vec<SinkResult>> {
+        self.attempt_batch_since(reqs, Instant::now(), cancel).await
+    }
+
+    /// `attempt_batch` for requests as old as `since`: they wait behind older ones only.
+    pub async fn attempt_batch_since(
+        &self,
+        reqs: &[Arc<R>],
+        since: Instant,
+        cancel: &CancellationToken,
+    ) -> Option<Vec<SinkResult>> {
         if reqs.is_empty() {
             return Some(Vec::new());
         }
@@ -576,6 +599,7 @@ impl<R: SinkRequest> PoolHandle<R> {
                         sub: Arc::clone(&sub),
                         index,
                         at,
+                        age: since.min(at),
                     })
                     .collect();
                 drop(sub);
@@ -622,6 +646,19 @@ impl<R: SinkRequest> PoolHandle<R> {
         cancel: &CancellationToken,
         required: bool,
     ) -> Vec<WriteOutcome> {
+        self.write_batch_since(reqs, Instant::now(), cancel, required)
+            .await
+    }
+
+    /// `write_batch` for requests as old as `since` (their records' age): the pool sends
+    /// older requests first, retries included.
+    pub async fn write_batch_since(
+        &self,
+        reqs: &[Arc<R>],
+        since: Instant,
+        cancel: &CancellationToken,
+        required: bool,
+    ) -> Vec<WriteOutcome> {
         let s = &self.core.settings;
         let mut backoff = Backoff::new(s.retry.initial, s.retry.max, s.retry.multiplier);
         let name = self.name();
@@ -630,7 +667,7 @@ impl<R: SinkRequest> PoolHandle<R> {
         let mut pending: Vec<usize> = (0..reqs.len()).collect();
         loop {
             let batch: Vec<Arc<R>> = pending.iter().map(|&i| Arc::clone(&reqs[i])).collect();
-            let Some(results) = self.attempt_batch(&batch, cancel).await else {
+            let Some(results) = self.attempt_batch_since(&batch, since, cancel).await else {
                 break;
             };
             let mut retry = Vec::new();
@@ -847,6 +884,29 @@ mod tests {
         assert!(
             batches.iter().any(|b| b.len() == 2),
             "linger lets batches form: {batches:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn older_requests_are_sent_first() {
+        let sink = Arc::new(Recorder::default());
+        let h = start(Arc::clone(&sink), settings(100)).await;
+        let cancel = CancellationToken::new();
+        let reqs = |a: &str, b: &str| vec![Arc::new(Req(a.into())), Arc::new(Req(b.into()))];
+        let (newer, older) = (reqs("n1", "n2"), reqs("o1", "o2"));
+        let now = Instant::now();
+        // Both wait out the linger time together; the older submission arrives second.
+        let (a, b) = tokio::join!(h.write_batch_since(&newer, now, &cancel, true), async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            h.write_batch_since(&older, now - Duration::from_secs(1), &cancel, true)
+                .await
+        });
+        assert!(a.iter().chain(&b).all(|o| *o == WriteOutcome::Done));
+        let batches = sink.batches.lock().unwrap().clone();
+        assert_eq!(
+            batches[0],
+            vec!["o1".to_string(), "o2".to_string()],
+            "{batches:?}"
         );
     }
 
