@@ -486,6 +486,20 @@ async fn schema_evolution_two_writer_ids_for_one_subject() {
     );
     assert_eq!(a2.after.unwrap()["id"], n("1"));
     assert_eq!(dec.registry().cached(), 2);
+    // A partition's memo of its last writer schema follows the id of every record.
+    let mut memo = None;
+    for (p, want_email) in [(&p1, false), (&p1, false), (&p2, true), (&p1, false)] {
+        let ev = change(
+            dec.decode_memo(&mut memo, &route("debezium", "avro"), Some(p), pos(4))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(ev.after.unwrap().contains_key("email"), want_email);
+        assert_eq!(
+            memo.as_ref().map(|w| w.id.to_be_bytes()),
+            Some([p[1], p[2], p[3], p[4]])
+        );
+    }
 }
 
 #[tokio::test]

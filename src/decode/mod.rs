@@ -13,7 +13,8 @@ use crate::config::{RouteConfig, ValueFormat};
 use crate::error_class::ErrorClass;
 use crate::event::{Seq, SourcePos, Value};
 pub use envelope::{Decoded, Skip};
-use registry::{RegistryClient, RegistryError};
+use registry::{RegistryClient, RegistryError, WriterSchema};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -93,17 +94,34 @@ impl Decoder {
         payload: Option<&[u8]>,
         pos: SourcePos,
     ) -> Result<Decoded, DecodeError> {
+        self.decode_memo(&mut None, route, payload, pos).await
+    }
+
+    /// `decode` with the caller's memo of the last writer schema used: a partition's records
+    /// mostly share one, so the registry client's shared cache (a lock and a shared reference
+    /// count) is consulted only when the schema id changes.
+    pub async fn decode_memo(
+        &self,
+        memo: &mut Option<Arc<WriterSchema>>,
+        route: &RouteConfig,
+        payload: Option<&[u8]>,
+        pos: SourcePos,
+    ) -> Result<Decoded, DecodeError> {
         let Some(payload) = payload else {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         };
         let value = match route.format {
             ValueFormat::Avro => {
                 let (id, body) = avro::split_wire(payload)?;
-                let writer = self
-                    .registry
-                    .schema(id)
-                    .await
-                    .map_err(|source| DecodeError::Registry { id, source })?;
+                let writer = match memo {
+                    Some(w) if w.id == id => w,
+                    _ => memo.insert(
+                        self.registry
+                            .schema(id)
+                            .await
+                            .map_err(|source| DecodeError::Registry { id, source })?,
+                    ),
+                };
                 value::decode(body, &writer.schema, &writer.names, route.temporal)
                     .map_err(|source| DecodeError::Avro { id, source })?
             }

@@ -105,6 +105,8 @@ impl Meters {
 pub struct PartitionActorState {
     deps: Arc<PartitionDeps>,
     decoder: Decoder,
+    /// The writer schema of the last record decoded (most records share it).
+    schema_memo: Option<Arc<crate::decode::registry::WriterSchema>>,
     shared: Arc<PartitionState>,
     tracker: OffsetTracker,
     /// Created with the first record: one lane per output of the partition's route.
@@ -324,12 +326,17 @@ impl PartitionActorState {
     }
 
     /// Decodes one record, retrying while the registry is unavailable; `None` if cancelled.
-    async fn decode(&self, route: &Route, r: &RecordIn) -> Option<Result<Decoded, Failure>> {
+    async fn decode(&mut self, route: &Route, r: &RecordIn) -> Option<Result<Decoded, Failure>> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10), 2.0);
         loop {
             match self
                 .decoder
-                .decode(&route.cfg, r.payload.as_deref(), r.pos())
+                .decode_memo(
+                    &mut self.schema_memo,
+                    &route.cfg,
+                    r.payload.as_deref(),
+                    r.pos(),
+                )
                 .await
             {
                 Ok(d) => return Some(Ok(d)),
@@ -479,6 +486,7 @@ impl Actor for PartitionActor {
         Ok(PartitionActorState {
             deps: args.deps,
             decoder: args.decoder,
+            schema_memo: None,
             shared: args.state,
             tracker,
             pipeline: None,
