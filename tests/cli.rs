@@ -60,18 +60,19 @@ fn dlq_tools_need_a_dlq_section() {
 fn check_config_lists_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[kafka]\nbootstrap_servers = \"nohost\"\ntopics = [\"t\"]\n[dynamodb]\nconcurrency = 0\n[[routes]]\ntopic = \"t\"\ntable = \"x\"\nkey = []\nformat = \"json\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let check = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(
+        "[kafka]\nbootstrap_servers = \"nohost\"\ntopics = [\"t\"]\n[dynamodb]\nconcurrency = 0\n[[routes]]\ntopic = \"t\"\ntable = \"x\"\nkey = []\nformat = \"json\"\n".to_string(),
+    );
     for key in [
         "kafka.bootstrap_servers",
         "dynamodb.concurrency",
@@ -89,16 +90,6 @@ fn check_config_lists_every_problem_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("dynamodb.concurrency"));
     // Output entries are checked by their type: an unknown type, a bad setting, a typo.
     let head = "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\n[schema_registry]\nurl = \"http://127.0.0.1:8081\"\n[[routes]]\ntopic = \"t\"\nkey = [\"id\"]\n";
-    let check = |text: String| {
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(BIN)
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let err = check(format!(
         "{head}[[routes.outputs]]\ntype = \"nope\"\n[[routes.outputs]]\ntype = \"blackhole\"\nbatch_size = 0\n[[routes.outputs]]\ntype = \"blackhole\"\nack_aftr = \"1ms\"\n"
     ));
