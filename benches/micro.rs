@@ -162,6 +162,7 @@ impl Sink<WriteRequest> for Nothing {
         BatchLimits {
             max_count: 25,
             max_bytes: 16 * 1024 * 1024,
+            per_request: false,
         }
     }
     async fn write_batch(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {

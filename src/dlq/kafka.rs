@@ -123,6 +123,7 @@ impl Sink<DeadLetter> for KafkaDlqSink {
         BatchLimits {
             max_count: 1,
             max_bytes: usize::MAX,
+            per_request: false,
         }
     }
 

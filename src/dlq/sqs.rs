@@ -142,6 +142,7 @@ impl Sink<DeadLetter> for SqsDlqSink {
         BatchLimits {
             max_count: 10,
             max_bytes: self.max_bytes,
+            per_request: false,
         }
     }
 

@@ -109,6 +109,7 @@ impl Sink<Discard> for BlackholeSink {
         BatchLimits {
             max_count: self.batch,
             max_bytes: usize::MAX,
+            per_request: false,
         }
     }
     async fn write_batch(&self, batch: &[Arc<Discard>]) -> Vec<SinkResult> {

@@ -254,18 +254,22 @@ impl Sink<WriteRequest> for DynamoDbSink {
 
     fn limits(&self) -> BatchLimits {
         match self.mode {
+            // One request per call; up to 16 of them share a worker task.
             WriteMode::Conditional => BatchLimits {
-                max_count: 1,
+                max_count: 16,
                 max_bytes: usize::MAX,
+                per_request: true,
             },
             // DynamoDB: 100 actions and 4 MB per transaction; 25 requests and 16 MB per batch.
             WriteMode::Transact => BatchLimits {
                 max_count: 100,
                 max_bytes: 4 * 1024 * 1024,
+                per_request: false,
             },
             WriteMode::Batch => BatchLimits {
                 max_count: 25,
                 max_bytes: 16 * 1024 * 1024,
+                per_request: false,
             },
         }
     }

@@ -238,6 +238,7 @@ impl Sink<EventRequest> for EventBridgeSink {
         BatchLimits {
             max_count: MAX_ENTRIES,
             max_bytes: MAX_REQUEST_BYTES,
+            per_request: false,
         }
     }
 

@@ -83,6 +83,10 @@ impl SinkError {
 pub struct BatchLimits {
     pub max_count: usize,
     pub max_bytes: usize,
+    /// Each request of a batch is its own call, made concurrently (conditional writes): the
+    /// pool's `concurrency` then counts requests, not batches, and a batch never waits for
+    /// more (there is nothing to amortise). Several requests still share one worker task.
+    pub per_request: bool,
 }
 
 /// A request a pool can batch.

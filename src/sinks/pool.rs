@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -149,12 +150,60 @@ impl SinkHealth {
     }
 }
 
-/// What a pool shares across actor restarts: the sink, its settings, breaker and health.
+/// What a pool shares across actor restarts: the sink, its settings, breaker, health and
+/// metric handles.
 pub struct PoolCore<R: SinkRequest> {
     sink: Arc<dyn Sink<R>>,
     settings: PoolSettings,
     health: Arc<SinkHealth>,
     breaker: Mutex<Breaker>,
+    meters: Meters,
+}
+
+/// The pool's metric handles, resolved once (a lookup by name and labels costs a hash of the
+/// labels and a registry lock: too much per sink call).
+struct Meters {
+    in_flight: Gauge,
+    batch_size: Histogram,
+    latency: Histogram,
+    abandoned: Counter,
+    exhausted: Counter,
+    /// `cdc_relay_sink_requests_total` by result, in `RESULTS` order.
+    requests: Vec<Counter>,
+}
+
+/// The `result` label values of `cdc_relay_sink_requests_total`.
+const RESULTS: [&str; 6] = [
+    "ok",
+    "partial",
+    "circuit_open",
+    "poison",
+    "retryable",
+    "misconfiguration",
+];
+
+impl Meters {
+    fn new(sink: &str) -> Meters {
+        let s = sink.to_string();
+        Meters {
+            in_flight: metrics::gauge!("cdc_relay_sink_in_flight", "sink" => s.clone()),
+            batch_size: metrics::histogram!("cdc_relay_sink_batch_size", "sink" => s.clone()),
+            latency: metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => s.clone()),
+            abandoned: metrics::counter!("cdc_relay_sink_abandoned_total", "sink" => s.clone()),
+            exhausted: metrics::counter!("cdc_relay_sink_exhausted_total", "sink" => s.clone()),
+            requests: RESULTS
+                .iter()
+                .map(|r| metrics::counter!("cdc_relay_sink_requests_total", "sink" => s.clone(), "result" => *r))
+                .collect(),
+        }
+    }
+
+    fn requests(&self, result: &str) -> Option<&Counter> {
+        RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .and_then(|i| self.requests.get(i))
+    }
 }
 
 impl<R: SinkRequest> PoolCore<R> {
@@ -303,7 +352,7 @@ impl<R: SinkRequest> SinkPoolState<R> {
 
     /// Takes the next batch off the buffer: at most `max_count` requests and `max_bytes`
     /// (at least one request), never two with the same key. Skipped requests keep their order.
-    fn take_batch(&mut self) -> Vec<Attempt<R>> {
+    fn take_batch(&mut self, max_count: usize) -> Vec<Attempt<R>> {
         let lim = self.core.sink.limits();
         let mut batch = Vec::new();
         // Hashes of the batch's keys: a collision only defers a request to the next batch.
@@ -313,7 +362,7 @@ impl<R: SinkRequest> SinkPoolState<R> {
         let mut skipped = Vec::new();
         while let Some(a) = self.buf.pop_front() {
             let size = a.req.batch_bytes();
-            if batch.len() >= lim.max_count || (!batch.is_empty() && bytes + size > lim.max_bytes) {
+            if batch.len() >= max_count || (!batch.is_empty() && bytes + size > lim.max_bytes) {
                 self.buf.push_front(a);
                 break;
             }
@@ -347,14 +396,15 @@ impl<R: SinkRequest> SinkPoolState<R> {
             }
         }
         if abandoned > 0 {
-            metrics::counter!("cdc_relay_sink_abandoned_total", "sink" => self.core.sink.name().to_string())
-                .increment(abandoned);
+            self.core.meters.abandoned.increment(abandoned);
         }
         loop {
             let Some(front) = self.buf.front() else {
                 return;
             };
-            let full = self.buf.len() >= lim.max_count || self.buf_bytes >= lim.max_bytes;
+            let full = lim.per_request
+                || self.buf.len() >= lim.max_count
+                || self.buf_bytes >= lim.max_bytes;
             let due = front.at + self.core.settings.linger;
             if !full && Instant::now() < due {
                 if self.flush_at.is_none_or(|f| f > due) {
@@ -364,15 +414,25 @@ impl<R: SinkRequest> SinkPoolState<R> {
                 }
                 return;
             }
-            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            // A slot per batch, or per request when each request is its own call.
+            let max_count = if lim.per_request {
+                lim.max_count.min(self.slots.available_permits()).max(1)
+            } else {
+                lim.max_count
+            };
+            let want = if lim.per_request { max_count } else { 1 };
+            let Ok(mut slot) =
+                Arc::clone(&self.slots).try_acquire_many_owned(u32::try_from(want).unwrap_or(1))
+            else {
                 // Every worker is busy; `BatchDone` flushes again (and batches grow meanwhile).
                 return;
             };
             let permit = self.core.breaker_acquire();
             if permit == Permit::Rejected {
                 let name = self.core.sink.name().to_string();
-                metrics::counter!("cdc_relay_sink_requests_total", "sink" => name.clone(), "result" => "circuit_open")
-                    .increment(self.buf.len() as u64);
+                if let Some(c) = self.core.meters.requests("circuit_open") {
+                    c.increment(self.buf.len() as u64);
+                }
                 let open = SinkResult::Failed(SinkError {
                     class: ErrorClass::Retryable,
                     reason: "circuit_open",
@@ -384,7 +444,11 @@ impl<R: SinkRequest> SinkPoolState<R> {
                 answer(waiting, std::iter::repeat(open));
                 return;
             }
-            let batch = self.take_batch();
+            let batch = self.take_batch(max_count);
+            if lim.per_request && batch.len() < want {
+                // Fewer requests than slots taken: give the rest back.
+                drop(slot.split(want - batch.len()));
+            }
             self.spawn_worker(myself, batch, permit, slot);
         }
     }
@@ -400,16 +464,15 @@ impl<R: SinkRequest> SinkPoolState<R> {
         let me = myself.clone();
         self.workers.spawn(async move {
             let _slot = slot;
-            let name = core.sink.name().to_string();
+            let m = &core.meters;
             let reqs: Vec<Arc<R>> = batch.iter().map(|a| Arc::clone(&a.req)).collect();
             let n = reqs.len() as f64;
-            metrics::gauge!("cdc_relay_sink_in_flight", "sink" => name.clone()).increment(n);
-            metrics::histogram!("cdc_relay_sink_batch_size", "sink" => name.clone()).record(n);
+            m.in_flight.increment(n);
+            m.batch_size.record(n);
             let started = Instant::now();
             let results = core.sink.write_batch(&reqs).await;
-            metrics::gauge!("cdc_relay_sink_in_flight", "sink" => name.clone()).decrement(n);
-            metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => name.clone())
-                .record(started.elapsed().as_secs_f64());
+            m.in_flight.decrement(n);
+            m.latency.record(started.elapsed().as_secs_f64());
             let unhealthy = results
                 .iter()
                 .find_map(|r| match r {
@@ -417,18 +480,29 @@ impl<R: SinkRequest> SinkPoolState<R> {
                     _ => None,
                 })
                 .cloned();
-            let label = match (&unhealthy, results.iter().find_map(SinkResult::failure)) {
-                (Some(e), _) => e.class.as_str(),
-                (None, Some(e)) if results.len() == 1 => e.class.as_str(),
-                (None, Some(_)) => "partial",
-                (None, None) => "ok",
-            };
-            metrics::counter!("cdc_relay_sink_requests_total", "sink" => name.clone(), "result" => label)
-                .increment(1);
+            if core.sink.limits().per_request {
+                // Each request was its own call.
+                for r in &results {
+                    let label = r.failure().map_or("ok", |e| e.class.as_str());
+                    if let Some(c) = m.requests(label) {
+                        c.increment(1);
+                    }
+                }
+            } else {
+                let label = match (&unhealthy, results.iter().find_map(SinkResult::failure)) {
+                    (Some(e), _) => e.class.as_str(),
+                    (None, Some(e)) if results.len() == 1 => e.class.as_str(),
+                    (None, Some(_)) => "partial",
+                    (None, None) => "ok",
+                };
+                if let Some(c) = m.requests(label) {
+                    c.increment(1);
+                }
+            }
             core.breaker_record(permit, unhealthy.is_none());
             core.update_health(&results);
             if results.len() != batch.len() {
-                tracing::error!(sink = %name, sent = batch.len(), got = results.len(), "sink returned a wrong number of results; the batch is retried");
+                tracing::error!(sink = %core.sink.name(), sent = batch.len(), got = results.len(), "sink returned a wrong number of results; the batch is retried");
                 return;
             }
             answer(batch, results.into_iter());
@@ -533,12 +607,14 @@ impl<R: SinkRequest> Clone for PoolHandle<R> {
 impl<R: SinkRequest> PoolHandle<R> {
     pub fn new(sink: Arc<dyn Sink<R>>, settings: PoolSettings) -> Self {
         let breaker = Mutex::new(Breaker::new(sink.name(), settings.breaker.clone()));
+        let meters = Meters::new(sink.name());
         PoolHandle {
             core: Arc::new(PoolCore {
                 sink,
                 settings,
                 health: Arc::new(SinkHealth::default()),
                 breaker,
+                meters,
             }),
             current: Arc::new(std::sync::RwLock::new(None)),
         }
@@ -546,6 +622,11 @@ impl<R: SinkRequest> PoolHandle<R> {
 
     pub fn name(&self) -> &str {
         self.core.sink.name()
+    }
+
+    /// Requests per sink batch (the sink's count limit).
+    pub fn batch_size(&self) -> usize {
+        self.core.sink.limits().max_count.max(1)
     }
 
     pub fn health(&self) -> &Arc<SinkHealth> {
@@ -682,8 +763,7 @@ impl<R: SinkRequest> PoolHandle<R> {
                         ErrorClass::Retryable => {
                             attempts[i] += 1;
                             if !required && attempts[i] >= s.retry.budget {
-                                metrics::counter!("cdc_relay_sink_exhausted_total", "sink" => name.to_string())
-                                    .increment(1);
+                                self.core.meters.exhausted.increment(1);
                                 tracing::warn!(sink = %name, req = %reqs[i].describe(), attempts = attempts[i], error = %e.message, "optional sink: retry budget spent; the record goes to the DLQ");
                                 outcomes[i] = Some(WriteOutcome::Exhausted(e));
                             } else {
@@ -801,6 +881,7 @@ mod tests {
             BatchLimits {
                 max_count: 3,
                 max_bytes: 25,
+                per_request: false,
             }
         }
         async fn write_batch(&self, batch: &[Arc<Req>]) -> Vec<SinkResult> {
@@ -844,7 +925,7 @@ mod tests {
         }
     }
 
-    async fn start(sink: Arc<Recorder>, s: PoolSettings) -> PoolHandle<Req> {
+    async fn start(sink: Arc<dyn Sink<Req>>, s: PoolSettings) -> PoolHandle<Req> {
         let h = PoolHandle::new(sink, s);
         let (actor, _) = Actor::spawn(None, SinkPoolActor::<Req>::default(), Arc::clone(&h.core))
             .await
@@ -853,10 +934,61 @@ mod tests {
         h
     }
 
+    /// A sink whose requests are each their own call (conditional writes).
+    #[derive(Default)]
+    struct PerRequest {
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink<Req> for PerRequest {
+        fn name(&self) -> &str {
+            "test:per_request"
+        }
+        fn limits(&self) -> BatchLimits {
+            BatchLimits {
+                max_count: 16,
+                max_bytes: usize::MAX,
+                per_request: true,
+            }
+        }
+        async fn write_batch(&self, batch: &[Arc<Req>]) -> Vec<SinkResult> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = self.in_flight.fetch_add(batch.len(), Ordering::SeqCst) + batch.len();
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
+            vec![SinkResult::Done; batch.len()]
+        }
+    }
+
+    /// With `per_request`, `concurrency` bounds the requests in flight (not the calls), and
+    /// requests share worker calls instead of one task each.
+    #[tokio::test(start_paused = true)]
+    async fn per_request_sinks_count_concurrency_in_requests() {
+        let sink = Arc::new(PerRequest::default());
+        let mut s = settings(100);
+        s.concurrency = 6;
+        let h = start(Arc::clone(&sink) as Arc<dyn Sink<Req>>, s).await;
+        let reqs: Vec<Arc<Req>> = (0..60).map(|i| Arc::new(Req(format!("k{i}")))).collect();
+        let out = h.write_batch(&reqs, &CancellationToken::new(), true).await;
+        assert_eq!(out.len(), 60);
+        assert!(out.iter().all(|o| matches!(o, WriteOutcome::Done)));
+        let most = sink.most.load(Ordering::SeqCst);
+        assert!(most <= 6, "{most} requests in flight with concurrency 6");
+        assert!(most > 1, "requests were sent one at a time");
+        assert!(
+            sink.calls.load(Ordering::SeqCst) < 60,
+            "one call per request"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn batches_respect_count_bytes_and_distinct_keys() {
         let sink = Arc::new(Recorder::default());
-        let h = start(Arc::clone(&sink), settings(100)).await;
+        let h = start(sink.clone(), settings(100)).await;
         let cancel = CancellationToken::new();
         let keys = ["a", "b", "a", "c", "d", "a", "e", "f"];
         let outcomes = futures::future::join_all(
@@ -890,7 +1022,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn older_requests_are_sent_first() {
         let sink = Arc::new(Recorder::default());
-        let h = start(Arc::clone(&sink), settings(100)).await;
+        let h = start(sink.clone(), settings(100)).await;
         let cancel = CancellationToken::new();
         let reqs = |a: &str, b: &str| vec![Arc::new(Req(a.into())), Arc::new(Req(b.into()))];
         let (newer, older) = (reqs("n1", "n2"), reqs("o1", "o2"));
@@ -916,7 +1048,7 @@ mod tests {
             fail_first: usize::MAX,
             ..Recorder::default()
         });
-        let h = start(Arc::clone(&sink), settings(2)).await;
+        let h = start(sink.clone(), settings(2)).await;
         let cancel = CancellationToken::new();
         let req = Arc::new(Req("k".into()));
         for _ in 0..2 {
@@ -935,7 +1067,7 @@ mod tests {
             fail_first: 5,
             ..Recorder::default()
         });
-        let h = start(Arc::clone(&sink), settings(100)).await;
+        let h = start(sink.clone(), settings(100)).await;
         let cancel = CancellationToken::new();
         let r = h.write(Arc::new(Req("opt".into())), &cancel, false).await;
         assert!(matches!(r, WriteOutcome::Exhausted(_)), "{r:?}");
@@ -951,7 +1083,7 @@ mod tests {
             panic_on: 1,
             ..Recorder::default()
         });
-        let h = start(Arc::clone(&sink), settings(100)).await;
+        let h = start(sink.clone(), settings(100)).await;
         let cancel = CancellationToken::new();
         let r = h.write(Arc::new(Req("p".into())), &cancel, true).await;
         assert_eq!(r, WriteOutcome::Done);
@@ -965,7 +1097,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn abandoned_attempts_are_not_sent() {
         let sink = Arc::new(Recorder::default());
-        let h = start(Arc::clone(&sink), settings(100)).await;
+        let h = start(sink.clone(), settings(100)).await;
         let cancel = CancellationToken::new();
         // Two attempts (below the batch limits) wait for the linger time; they are given up
         // before it is over; then one more write.
