@@ -297,7 +297,8 @@ impl PartitionActorState {
         Ok(())
     }
 
-    /// Sends what each output can send now, one batch per output.
+    /// Sends what each output can send now, cut into submissions of the output's batch size
+    /// (each answered on its own, so a key's next change waits for its own batch only).
     fn flush(&mut self, myself: &ActorRef<PartitionMsg>) {
         let Some(route) = self.topic.as_ref().and_then(|t| self.deps.routes.get(t)) else {
             return;
@@ -306,22 +307,26 @@ impl PartitionActorState {
             return;
         };
         for (lane, output) in route.outputs.iter().enumerate() {
-            let units = p.take_ready(lane);
-            if units.is_empty() {
-                continue;
-            }
-            let output = Arc::clone(output);
-            let cancel = self.cancel.clone();
-            let me = myself.clone();
-            tokio::spawn(async move {
-                let batch: Vec<Prepared> = units.iter().map(|u| u.prepared.clone()).collect();
-                let outcomes = output.write(&batch, &cancel).await;
-                let _ = me.cast(PartitionMsg::Written {
-                    lane,
-                    units,
-                    outcomes,
+            let size = output.submission_size().max(1);
+            let mut ready = p.take_ready(lane).into_iter();
+            loop {
+                let units: Vec<Unit> = ready.by_ref().take(size).collect();
+                if units.is_empty() {
+                    break;
+                }
+                let output = Arc::clone(output);
+                let cancel = self.cancel.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let batch: Vec<Prepared> = units.iter().map(|u| u.prepared.clone()).collect();
+                    let outcomes = output.write(&batch, &cancel).await;
+                    let _ = me.cast(PartitionMsg::Written {
+                        lane,
+                        units,
+                        outcomes,
+                    });
                 });
-            });
+            }
         }
     }
 

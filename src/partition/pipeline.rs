@@ -280,10 +280,14 @@ impl<T> Pipeline<T> {
         match l.role {
             Role::State => match l.newest.get_mut(&key) {
                 Some(u) => {
+                    // The unit is as old as the oldest record it stands for: pools send older
+                    // requests first, and that record may be what holds the commit position.
+                    let born = u.prepared.born.min(p.born);
                     if (&p.seq, offset) > (&u.prepared.seq, u.rep) {
                         u.prepared = p;
                         u.rep = offset;
                     }
+                    u.prepared.born = born;
                     u.covers.push(offset);
                 }
                 None => {
@@ -640,6 +644,25 @@ mod tests {
         for seed in 0..100 {
             run(seed, 200, 3, 7);
         }
+    }
+
+    /// A coalesced request is as old as the oldest record it stands for, so the pool does not
+    /// queue the partition's oldest record behind younger ones.
+    #[test]
+    fn a_coalesced_request_keeps_its_oldest_records_age() {
+        let mut p: Pipeline<()> = Pipeline::new([(Role::State, String::new())]);
+        let mut done = Vec::new();
+        p.admit(0, vec![Some(prepared("k", 1))], None, (), &mut done);
+        let first = p.take_ready(STATE);
+        let older = prepared("k", 2);
+        let mut newer = prepared("k", 3);
+        newer.born = older.born + std::time::Duration::from_secs(5);
+        p.admit(1, vec![Some(older.clone())], None, (), &mut done);
+        p.admit(2, vec![Some(newer)], None, (), &mut done);
+        p.written(STATE, first, vec![WriteOutcome::Done], &mut done);
+        let second = p.take_ready(STATE);
+        assert_eq!((second[0].rep, second[0].covers.len()), (2, 2));
+        assert_eq!(second[0].prepared.born, older.born);
     }
 
     #[test]

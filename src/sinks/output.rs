@@ -62,6 +62,10 @@ impl Failure {
     }
 }
 
+/// The smallest submission worth its task and message: sinks that send one request per call
+/// (conditional writes) still get their requests handed over in groups.
+pub const MIN_SUBMISSION: usize = 16;
+
 /// A request one output built for one record. Only that output reads `req`.
 #[derive(Clone)]
 pub struct Prepared {
@@ -113,6 +117,12 @@ pub trait Output: Send + Sync {
     /// Prefixed to the reason of a record this output gives up (e.g. `eventbridge_`).
     fn reason_prefix(&self) -> &str {
         ""
+    }
+    /// How many requests one `write` should carry: callers cut what they have into submissions
+    /// of this size, so a record's answer waits for its own sink batch, not for every batch of
+    /// a large hand-over (a key's next change waits on that answer).
+    fn submission_size(&self) -> usize {
+        MIN_SUBMISSION
     }
     /// Builds this output's request for a change, or says why the record is poison for it.
     fn prepare(&self, change: &Change<'_>) -> Result<Prepared, Failure>;
@@ -166,6 +176,10 @@ impl<R: SinkRequest> Output for PooledOutput<R> {
 
     fn reason_prefix(&self) -> &str {
         self.reason_prefix
+    }
+
+    fn submission_size(&self) -> usize {
+        self.pool.batch_size().max(MIN_SUBMISSION)
     }
 
     fn prepare(&self, change: &Change<'_>) -> Result<Prepared, Failure> {
