@@ -60,62 +60,64 @@ pub fn classify<E>(sink: &str, err: &SdkError<E, HttpResponse>) -> SinkResult
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let failed = |class: ErrorClass, reason: &'static str, message: String| {
-        SinkError::result(sink, class, reason, message)
-    };
     match err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let code = e.code().unwrap_or("Unknown");
             let msg = format!("{code}: {}", e.message().unwrap_or(""));
-            match code {
-                "ConditionalCheckFailedException" => SinkResult::Stale,
-                "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "TransactionConflictException"
-                | "LimitExceededException"
-                | "InternalException"
-                | "InternalFailure"
-                | "RequestThrottled"
-                | "AWS.SimpleQueueService.RequestThrottled" => {
-                    failed(ErrorClass::Retryable, "throttled_or_unavailable", msg)
-                }
-                "ResourceNotFoundException"
-                | "AccessDeniedException"
-                | "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "MissingAuthenticationTokenException"
-                | "ExpiredTokenException"
-                | "QueueDoesNotExist"
-                | "AWS.SimpleQueueService.NonExistentQueue"
-                | "InvalidClientTokenId"
-                | "AccessDenied" => failed(ErrorClass::Misconfiguration, "misconfigured", msg),
-                // DynamoDB reports an oversize item as "Item size has exceeded the maximum allowed size".
-                "ValidationException" if msg.contains("Item size") => {
-                    failed(ErrorClass::Poison, "item_too_large", msg)
-                }
-                "ValidationException" => failed(ErrorClass::Poison, "sink_rejected", msg),
-                "ItemCollectionSizeLimitExceededException" => {
-                    failed(ErrorClass::Poison, "item_collection_too_large", msg)
-                }
-                _ => {
-                    if se.raw().status().is_server_error() {
-                        failed(ErrorClass::Retryable, "server_error", msg)
-                    } else {
-                        failed(ErrorClass::Misconfiguration, "unexpected_client_error", msg)
-                    }
-                }
-            }
+            classify_code(sink, code, msg, se.raw().status().is_server_error())
         }
         // Timeouts, dispatch failures (connection refused), unparseable responses: transient.
-        other => failed(
+        other => SinkError::result(
+            sink,
             ErrorClass::Retryable,
             "transport",
             aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
         ),
+    }
+}
+
+/// Classifies an AWS error by its code (`message` is `"<code>: <text>"`), for the SDK's errors
+/// and for `dynamodb_wire`'s: see `classify`. `server_error`: the HTTP status was 5xx.
+pub fn classify_code(sink: &str, code: &str, msg: String, server_error: bool) -> SinkResult {
+    let failed = |class: ErrorClass, reason: &'static str, message: String| {
+        SinkError::result(sink, class, reason, message)
+    };
+    match code {
+        "ConditionalCheckFailedException" => SinkResult::Stale,
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "InternalServerError"
+        | "ServiceUnavailable"
+        | "TransactionConflictException"
+        | "LimitExceededException"
+        | "InternalException"
+        | "InternalFailure"
+        | "RequestThrottled"
+        | "AWS.SimpleQueueService.RequestThrottled" => {
+            failed(ErrorClass::Retryable, "throttled_or_unavailable", msg)
+        }
+        "ResourceNotFoundException"
+        | "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "MissingAuthenticationTokenException"
+        | "ExpiredTokenException"
+        | "QueueDoesNotExist"
+        | "AWS.SimpleQueueService.NonExistentQueue"
+        | "InvalidClientTokenId"
+        | "AccessDenied" => failed(ErrorClass::Misconfiguration, "misconfigured", msg),
+        // DynamoDB reports an oversize item as "Item size has exceeded the maximum allowed size".
+        "ValidationException" if msg.contains("Item size") => {
+            failed(ErrorClass::Poison, "item_too_large", msg)
+        }
+        "ValidationException" => failed(ErrorClass::Poison, "sink_rejected", msg),
+        "ItemCollectionSizeLimitExceededException" => {
+            failed(ErrorClass::Poison, "item_collection_too_large", msg)
+        }
+        _ if server_error => failed(ErrorClass::Retryable, "server_error", msg),
+        _ => failed(ErrorClass::Misconfiguration, "unexpected_client_error", msg),
     }
 }
 

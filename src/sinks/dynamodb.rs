@@ -1,6 +1,7 @@
 //! DynamoDB sink for one table, in the route's write mode (DESIGN §3.2, §3.3):
 //! `conditional` — one PutItem / DeleteItem per record guarded by
-//! `attribute_not_exists(pk) OR _seq < :seq` (ConditionalCheckFailed means stale);
+//! `attribute_not_exists(pk) OR _seq < :seq` (ConditionalCheckFailed means stale), sent by
+//! `dynamodb_wire` (the SDK when no wire client could be built);
 //! `transact` — TransactWriteItems of up to 100 distinct keys with the same guard (on
 //! TransactionCanceled, items whose guard failed are stale and the others are retried);
 //! `batch` — BatchWriteItem of up to 25 unguarded writes (UnprocessedItems are retried).
@@ -20,17 +21,19 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::aws::classify;
+use super::dynamodb_wire::{WireClient, WireError};
 use super::{BatchLimits, Sink, SinkError, SinkResult};
 use crate::config::WriteMode;
 use crate::error_class::ErrorClass;
 use crate::event::Value;
 use crate::route::{ATTR_SEQ, WriteKind, WriteRequest};
 
-/// The version guard: the item is new, or the stored `_seq` is older than this write's.
-pub const CONDITION: &str = "attribute_not_exists(#pk) OR #seq < :seq";
+pub use super::dynamodb_wire::CONDITION;
 
 pub struct DynamoDbSink {
     client: Client,
+    /// `conditional` writes go through DynamoDB's JSON protocol directly when set.
+    wire: Option<Arc<WireClient>>,
     table: String,
     mode: WriteMode,
     name: String,
@@ -40,9 +43,50 @@ impl DynamoDbSink {
     pub fn new(client: Client, table: &str, mode: WriteMode) -> Self {
         DynamoDbSink {
             client,
+            wire: None,
             table: table.to_string(),
             mode,
             name: format!("dynamodb:{table}"),
+        }
+    }
+
+    /// Sends `conditional` writes with `wire` instead of the SDK (the other modes keep the SDK).
+    pub fn with_wire(mut self, wire: Arc<WireClient>) -> Self {
+        self.wire = Some(wire);
+        self
+    }
+
+    /// A batch of `conditional` writes over the wire client: one identity, one request each.
+    async fn conditional_wire(
+        &self,
+        wire: &WireClient,
+        batch: &[Arc<WriteRequest>],
+    ) -> Vec<SinkResult> {
+        let identity = match wire.identity().await {
+            Ok(id) => id,
+            Err(e) => return vec![self.wire_failed(e); batch.len()],
+        };
+        futures::future::join_all(batch.iter().map(|r| async {
+            match wire.conditional(&identity, &self.table, r).await {
+                Ok(()) => SinkResult::Done,
+                Err(e) => self.wire_failed(e),
+            }
+        }))
+        .await
+    }
+
+    fn wire_failed(&self, e: WireError) -> SinkResult {
+        match e {
+            WireError::Service {
+                status,
+                code,
+                message,
+            } => {
+                let msg = format!("{code}: {message}");
+                super::aws::classify_code(&self.name, &code, msg, status >= 500)
+            }
+            WireError::Transport(m) => self.failed(ErrorClass::Retryable, "transport", m),
+            WireError::Credentials(m) => self.failed(ErrorClass::Retryable, "credentials", m),
         }
     }
 
@@ -276,9 +320,10 @@ impl Sink<WriteRequest> for DynamoDbSink {
 
     async fn write_batch(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
         match self.mode {
-            WriteMode::Conditional => {
-                futures::future::join_all(batch.iter().map(|r| self.conditional(r))).await
-            }
+            WriteMode::Conditional => match &self.wire {
+                Some(wire) => self.conditional_wire(wire, batch).await,
+                None => futures::future::join_all(batch.iter().map(|r| self.conditional(r))).await,
+            },
             WriteMode::Transact => self.transact(batch).await,
             WriteMode::Batch => self.batch(batch).await,
         }
@@ -344,8 +389,25 @@ pub fn output_for(
     let settings =
         super::pool::PoolSettings::of(cfg.concurrency, cfg.linger, &cfg.retry, &cfg.breaker);
     let mode = route.write_mode;
+    // Conditional writes (one request per version) skip the SDK's per-request orchestration.
+    let wire = match mode {
+        WriteMode::Conditional => w.shared("wire:dynamodb", || {
+            WireClient::new(sdk, timeout)
+                .map(Arc::new)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "DynamoDB wire client unavailable; conditional writes use the SDK");
+                })
+                .ok()
+        }),
+        _ => None,
+    };
     let pool = w.pool(&name, || {
-        super::pool::PoolHandle::new(Arc::new(DynamoDbSink::new(client, &table, mode)), settings)
+        let sink = DynamoDbSink::new(client, &table, mode);
+        let sink = match wire {
+            Some(wire) => sink.with_wire(wire),
+            None => sink,
+        };
+        super::pool::PoolHandle::new(Arc::new(sink), settings)
     });
     let r = crate::route::Route::new(route.clone());
     let max = cfg.max_item_bytes;

@@ -10,6 +10,7 @@ pub mod aws;
 pub mod blackhole;
 pub mod breaker;
 pub mod dynamodb;
+pub mod dynamodb_wire;
 pub mod eventbridge;
 pub mod output;
 pub mod pool;

@@ -51,7 +51,7 @@ fn describe() {
     );
     describe_counter!(
         "cdc_relay_sink_requests_total",
-        "Sink calls (one per batch) by sink and result (ok, partial, retryable, poison, misconfiguration, circuit_open)"
+        "Sink calls (one per batch; one per request for conditional DynamoDB writes) by sink and result (ok, partial, retryable, poison, misconfiguration, circuit_open)"
     );
     describe_counter!(
         "cdc_relay_sink_abandoned_total",
