@@ -268,51 +268,32 @@ fn sdk_request(c: &mut Criterion) {
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let requests = write_requests(&rt, 100);
     let mut g = c.benchmark_group("sdk (DynamoDB output → loopback responder)");
-    let conditional = Arc::new(DynamoDbSink::new(
-        client.clone(),
-        "customers",
-        WriteMode::Conditional,
-    ));
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("conditional PutItem, one at a time", |b| {
-        let one = &requests[..1];
-        b.iter(|| rt.block_on(async { black_box(conditional.write_batch(one).await) }))
-    });
-    g.throughput(Throughput::Elements(64));
-    g.bench_function("conditional PutItem, 64 at once", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let writes = requests[..64]
-                    .iter()
-                    .map(|r| conditional.write_batch(std::slice::from_ref(r)));
-                black_box(futures::future::join_all(writes).await)
-            })
-        })
-    });
-    // The same writes through DynamoDB's JSON protocol directly (what the relay uses for
-    // conditional writes), without the SDK's orchestrator.
+    // Through the SDK, then through DynamoDB's JSON protocol directly (`dynamodb_wire`, what
+    // the relay uses for conditional writes), without the SDK's orchestrator.
     let wire = cdc_relay::sinks::dynamodb_wire::WireClient::new(&sdk, Duration::from_secs(5))
         .expect("wire client");
-    let conditional_wire = Arc::new(
-        DynamoDbSink::new(client.clone(), "customers", WriteMode::Conditional)
-            .with_wire(Arc::new(wire)),
-    );
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("conditional PutItem, one at a time, wire", |b| {
-        let one = &requests[..1];
-        b.iter(|| rt.block_on(async { black_box(conditional_wire.write_batch(one).await) }))
-    });
-    g.throughput(Throughput::Elements(64));
-    g.bench_function("conditional PutItem, 64 at once, wire", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let writes = requests[..64]
-                    .iter()
-                    .map(|r| conditional_wire.write_batch(std::slice::from_ref(r)));
-                black_box(futures::future::join_all(writes).await)
+    let sdk_sink = DynamoDbSink::new(client.clone(), "customers", WriteMode::Conditional);
+    let wire_sink = DynamoDbSink::new(client.clone(), "customers", WriteMode::Conditional)
+        .with_wire(Arc::new(wire));
+    for (path, sink) in [("", sdk_sink), (", wire", wire_sink)] {
+        let conditional = Arc::new(sink);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("conditional PutItem, one at a time{path}"), |b| {
+            let one = &requests[..1];
+            b.iter(|| rt.block_on(async { black_box(conditional.write_batch(one).await) }))
+        });
+        g.throughput(Throughput::Elements(64));
+        g.bench_function(format!("conditional PutItem, 64 at once{path}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let writes = requests[..64]
+                        .iter()
+                        .map(|r| conditional.write_batch(std::slice::from_ref(r)));
+                    black_box(futures::future::join_all(writes).await)
+                })
             })
-        })
-    });
+        });
+    }
     let transact = DynamoDbSink::new(client, "customers", WriteMode::Transact);
     g.throughput(Throughput::Elements(100));
     g.bench_function("TransactWriteItems of 100, per item", |b| {

@@ -124,11 +124,12 @@ impl WireClient {
         table: &str,
         req: &WriteRequest,
     ) -> Result<(), WireError> {
-        let (target, body) = match &req.kind {
-            WriteKind::Put(_) => ("DynamoDB_20120810.PutItem", put_item_body(table, req)),
-            WriteKind::Delete => ("DynamoDB_20120810.DeleteItem", delete_item_body(table, req)),
+        let target = match &req.kind {
+            WriteKind::Put(_) => "DynamoDB_20120810.PutItem",
+            WriteKind::Delete => "DynamoDB_20120810.DeleteItem",
         };
-        let body = body.map_err(|e| WireError::Transport(format!("request body: {e}")))?;
+        let body =
+            body(table, req).map_err(|e| WireError::Transport(format!("request body: {e}")))?;
         self.send(identity, target, body).await
     }
 
@@ -325,35 +326,17 @@ fn guard(req: &WriteRequest) -> Guard<'_> {
     }
 }
 
-/// PutItem's body: the item with the version guard.
-pub fn put_item_body(table: &str, req: &WriteRequest) -> serde_json::Result<Vec<u8>> {
+/// The body of a guarded write: PutItem's (the item) or DeleteItem's (the key), with the version
+/// guard.
+pub fn body(table: &str, req: &WriteRequest) -> serde_json::Result<Vec<u8>> {
     #[derive(Serialize)]
-    struct Put<'a> {
+    struct Body<'a> {
         #[serde(rename = "TableName")]
         table: &'a str,
-        #[serde(rename = "Item")]
-        item: Item<'a>,
-        #[serde(flatten)]
-        guard: Guard<'a>,
-    }
-    let WriteKind::Put(item) = &req.kind else {
-        return delete_item_body(table, req);
-    };
-    serde_json::to_vec(&Put {
-        table,
-        item: Item(item),
-        guard: guard(req),
-    })
-}
-
-/// DeleteItem's body: the key with the version guard.
-pub fn delete_item_body(table: &str, req: &WriteRequest) -> serde_json::Result<Vec<u8>> {
-    #[derive(Serialize)]
-    struct Delete<'a> {
-        #[serde(rename = "TableName")]
-        table: &'a str,
-        #[serde(rename = "Key")]
-        key: Key<'a>,
+        #[serde(rename = "Item", skip_serializing_if = "Option::is_none")]
+        item: Option<Item<'a>>,
+        #[serde(rename = "Key", skip_serializing_if = "Option::is_none")]
+        key: Option<Key<'a>>,
         #[serde(flatten)]
         guard: Guard<'a>,
     }
@@ -365,9 +348,14 @@ pub fn delete_item_body(table: &str, req: &WriteRequest) -> serde_json::Result<V
             m.end()
         }
     }
-    serde_json::to_vec(&Delete {
+    let (item, key) = match &req.kind {
+        WriteKind::Put(item) => (Some(Item(item)), None),
+        WriteKind::Delete => (None, Some(Key(&req.pk_attribute, Str { s: &req.pk }))),
+    };
+    serde_json::to_vec(&Body {
         table,
-        key: Key(&req.pk_attribute, Str { s: &req.pk }),
+        item,
+        key,
         guard: guard(req),
     })
 }
