@@ -112,6 +112,9 @@ pub struct Measured {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub cpu_s_per_1k: Option<f64>,
+    /// The whole machine's CPU busy over the same window, in % of all cores (relay, brokers,
+    /// producer and everything else): near 100 means the figures are the machine's limit.
+    pub machine_busy_pct: Option<f64>,
     pub peak_rss_mb: Option<f64>,
     /// records/s divided by the group's raw-consume records/s.
     pub ratio_to_raw: Option<f64>,
@@ -131,6 +134,7 @@ impl Measured {
                 self.p50_ms = r.p50_ms;
                 self.p99_ms = r.p99_ms;
                 self.cpu_s_per_1k = Some(r.cpu_s_per_1k);
+                self.machine_busy_pct = r.machine_busy_pct;
                 self.peak_rss_mb = r.peak_rss_mb;
             }
             Err(why) => self.skipped = Some(why),
@@ -212,6 +216,7 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                 p50_ms: None,
                 p99_ms: None,
                 cpu_s_per_1k: None,
+                machine_busy_pct: None,
                 peak_rss_mb: None,
                 ratio_to_raw: None,
                 skipped: None,
@@ -566,6 +571,7 @@ key = ["id"]
 struct RelayFigures {
     rate: f64,
     cpu_s_per_1k: f64,
+    machine_busy_pct: Option<f64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
@@ -591,6 +597,27 @@ fn clock_ticks() -> f64 {
 }
 
 /// User + system CPU seconds of `pid`.
+/// The machine's (busy, total) CPU ticks since boot, from `/proc/stat`'s `cpu` line (idle and
+/// iowait count as not busy).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// The share of all cores busy between two `machine_ticks` samples, in %.
+fn busy_pct(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (a?, b?);
+    (t1 > t0).then(|| (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64)
+}
+
 fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
@@ -774,6 +801,8 @@ async fn relay_run(
     let mut feed = feed;
     let mut first: Option<(Instant, u64, f64)> = None;
     let last: (Instant, u64, f64);
+    let mut machine_first = None;
+    let machine_last;
     loop {
         if feed.is_some()
             && assigned(&client, &cfg.admin).await
@@ -809,9 +838,11 @@ async fn relay_run(
         // window includes decoding the first records.
         if first.is_none() && consumed(&client, &cfg.admin).await.unwrap_or(0) > 0 {
             first = Some((now, n, cpu));
+            machine_first = machine_ticks();
         }
         if n >= records {
             last = (now, n, cpu);
+            machine_last = machine_ticks();
             break;
         }
         // `CDC_RELAY_BENCH_TRACE=1`: the progress of the run, sample by sample.
@@ -868,6 +899,7 @@ async fn relay_run(
     Ok(RelayFigures {
         rate,
         cpu_s_per_1k: cpu_per,
+        machine_busy_pct: busy_pct(machine_first, machine_last),
         p50_ms: q(0.5),
         p99_ms: q(0.99),
         peak_rss_mb: rss,
@@ -881,18 +913,18 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 /// The results as a Markdown table.
 pub fn table(results: &[Measured]) -> String {
     let mut t = String::from(
-        "| group | case | record bytes | records | records/s | × raw | p50 ms | p99 ms | CPU s / 1k | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| group | case | record bytes | records | records/s | × raw | p50 ms | p99 ms | CPU s / 1k | machine busy % | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in results {
         if let Some(why) = &m.skipped {
             t.push_str(&format!(
-                "| {} | {} | {} | {} | skipped: {why} | | | | | |\n",
+                "| {} | {} | {} | {} | skipped: {why} | | | | | | |\n",
                 m.group, m.case, m.record_bytes, m.records
             ));
             continue;
         }
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             m.group,
             m.case,
             m.record_bytes,
@@ -902,6 +934,7 @@ pub fn table(results: &[Measured]) -> String {
             fmt(m.p50_ms, 2),
             fmt(m.p99_ms, 2),
             fmt(m.cpu_s_per_1k, 3),
+            fmt(m.machine_busy_pct, 0),
             fmt(m.peak_rss_mb, 0),
         ));
     }
