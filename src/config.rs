@@ -48,6 +48,37 @@ pub struct Config {
     pub regions: Option<RegionsConfig>,
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// Trace export (OTLP). Off unless an endpoint is configured here or by
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// How the relay exports traces. Every field falls back to the standard `OTEL_*` variable, then
+/// to its default (DESIGN §7).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP endpoint, e.g. `http://otel-collector:4317` (gRPC) or `http://collector:4318`
+    /// (HTTP; `/v1/traces` is appended). Else `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; without any, tracing is off.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`. Else `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`; default `grpc`.
+    pub otlp_protocol: Option<String>,
+    /// Else `OTEL_SERVICE_NAME`; default `cdc-relay`.
+    pub service_name: Option<String>,
+    /// `parentbased_traceidratio` (default), `traceidratio`, `parentbased_always_on`,
+    /// `always_on`, `parentbased_always_off`, `always_off`. Else `OTEL_TRACES_SAMPLER`.
+    pub sampler: Option<String>,
+    /// The ratio of the ratio samplers, 0..=1. Else `OTEL_TRACES_SAMPLER_ARG`; default 0.01.
+    pub sampler_ratio: Option<f64>,
+    /// Spans waiting for export; when full, new spans are dropped and counted
+    /// (`cdc_relay_spans_dropped_total`), never waited for. Default 8192.
+    pub queue_size: Option<usize>,
+    /// One export call's time limit. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -243,6 +243,9 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         mix: OpMix::default(),
         producer_properties: Default::default(),
         note_bytes: 0,
+        // Every record starts a trace, as from an instrumented producer: with
+        // OTEL_EXPORTER_OTLP_ENDPOINT set, the demo exports whole traces.
+        traceparent: true,
     };
     println!(
         "demo: generating {} {envelope} records for {} keys in each of {:?}…",

@@ -14,6 +14,7 @@ use apache_avro::types::Value as Avro;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +125,9 @@ pub struct GenerateSpec {
     /// Every row's `note` holds this many bytes (0: the usual mix of short notes and none), to
     /// size records for benchmarks.
     pub note_bytes: usize,
+    /// Give every record a W3C `traceparent` header (a new sampled trace each), as an
+    /// instrumented producer would, so the relay's spans join the producer's trace.
+    pub traceparent: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -514,12 +518,19 @@ pub async fn generate(
             ts_ms,
         });
         let topic = format!("{}{table}", spec.topic_prefix);
+        let mut record = FutureRecord::to(&topic)
+            .key(pk.as_bytes())
+            .payload(&payload);
+        let tp;
+        if spec.traceparent {
+            tp = new_traceparent();
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "traceparent",
+                value: Some(tp.as_str()),
+            }));
+        }
         let fut = producer
-            .send_result(
-                FutureRecord::to(&topic)
-                    .key(pk.as_bytes())
-                    .payload(&payload),
-            )
+            .send_result(record)
             .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
         pending.push(fut);
         *report.by_op.entry(op.as_str().to_string()).or_default() += 1;
@@ -668,6 +679,7 @@ pub fn sample_payloads(
         mix: OpMix::default(),
         producer_properties: BTreeMap::new(),
         note_bytes,
+        traceparent: false,
     };
     let schema = apache_avro::Schema::parse_str(&envelope_schema(envelope, table))
         .map_err(|e| GenerateError::Encode(e.to_string()))?;
@@ -701,6 +713,13 @@ pub fn sample_payloads(
             )
         })
         .collect()
+}
+
+/// A W3C `traceparent` of a new, sampled trace (random ids, never all zero).
+pub fn new_traceparent() -> String {
+    let trace: u128 = rand::random::<u128>().max(1);
+    let span: u64 = rand::random::<u64>().max(1);
+    format!("00-{trace:032x}-{span:016x}-01")
 }
 
 /// Qlik's `headers.timestamp`: the source commit time in UTC, `YYYY-MM-DD hh:mm:ss.ffffff`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cdc_relay::config::{Config, EnvelopeKind, RegistryConfig, ValueFormat};
+use cdc_relay::telemetry::otel::TraceSettings;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc instead of glibc's malloc: the record path allocates and frees on different worker
@@ -116,6 +117,10 @@ enum Cmd {
         /// Pad every row's `note` to this many bytes (sizes records for benchmarks).
         #[arg(long, default_value_t = 0)]
         note_bytes: usize,
+        /// Give every record a `traceparent` header (a new sampled trace each), so traces start
+        /// at the producer.
+        #[arg(long)]
+        traceparent: bool,
     },
     /// Starts the local environment (mock Kafka on real ports, registry fixture, moto if installed),
     /// prints its connection details as JSON and runs until Ctrl-C.
@@ -228,7 +233,13 @@ fn main() -> ExitCode {
 
 fn check_config(file: &std::path::Path) -> ExitCode {
     let problems = match Config::load(file) {
-        Ok(cfg) => cdc_relay::sinks::registry::problems(&cfg),
+        Ok(cfg) => {
+            let mut p = cdc_relay::sinks::registry::problems(&cfg);
+            if let Err(t) = TraceSettings::resolve(&cfg.telemetry, |k| std::env::var(k).ok()) {
+                p.extend(t);
+            }
+            p
+        }
         Err(e) => e.problems(),
     };
     if problems.is_empty() {
@@ -255,6 +266,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             failover,
             failover_after,
         } => {
+            // The demo's relay exports traces when the standard OTEL_* variables ask for it.
+            let traces = TraceSettings::resolve(&Default::default(), |k| std::env::var(k).ok())
+                .map_err(cdc_relay::config::ConfigError::Invalid)?;
+            let guard = start_traces(traces.as_ref(), "demo", "cdc-relay-demo")?;
             let r = cdc_relay::demo::run(cdc_relay::demo::DemoOptions {
                 records,
                 keys_per_table: keys,
@@ -264,6 +279,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 failover_after,
             })
             .await;
+            stop_traces(guard).await;
             match r {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
@@ -287,6 +303,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             rate,
             expected,
             note_bytes,
+            traceparent,
         } => {
             let format = match format {
                 Format::Avro => ValueFormat::Avro,
@@ -314,6 +331,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 mix: Default::default(),
                 producer_properties: Default::default(),
                 note_bytes,
+                traceparent,
             };
             let (report, state) = cdc_relay::generate::generate(&spec).await?;
             if let Some(path) = expected {
@@ -500,6 +518,42 @@ async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     let shutdown_timeout = cfg.runtime.shutdown_timeout;
+    let traces = match TraceSettings::resolve(&cfg.telemetry, |k| std::env::var(k).ok()) {
+        Ok(t) => t,
+        Err(problems) => {
+            eprintln!("{}", cdc_relay::config::ConfigError::Invalid(problems));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let region = cfg.aws.region.clone().unwrap_or_default();
+    let guard = start_traces(traces.as_ref(), &region, &cfg.kafka.group_id)?;
+    let code = run_relay(cfg, shutdown_timeout).await;
+    stop_traces(guard).await;
+    code
+}
+
+/// Starts trace export when configured (after the metrics recorder, so the exporter's counters
+/// are real).
+fn start_traces(
+    settings: Option<&TraceSettings>,
+    region: &str,
+    group: &str,
+) -> anyhow::Result<Option<cdc_relay::telemetry::otel::TraceGuard>> {
+    cdc_relay::telemetry::metrics::install();
+    Ok(match settings {
+        Some(t) => Some(cdc_relay::telemetry::otel::init(t, region, group)?),
+        None => None,
+    })
+}
+
+/// Exports what is queued, bounded in time.
+async fn stop_traces(guard: Option<cdc_relay::telemetry::otel::TraceGuard>) {
+    if let Some(g) = guard {
+        let _ = tokio::task::spawn_blocking(move || g.shutdown()).await;
+    }
+}
+
+async fn run_relay(cfg: Config, shutdown_timeout: Duration) -> anyhow::Result<ExitCode> {
     let mut relay = cdc_relay::relay::start(cfg, Default::default()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

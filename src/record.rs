@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::event::SourcePos;
 use crate::status::InFlight;
+use crate::telemetry::trace::TracedSpan;
 
 #[derive(Debug)]
 pub struct RecordIn {
@@ -21,6 +22,9 @@ pub struct RecordIn {
     pub received: Instant,
     /// Counts this record against its partition's and the process's in-flight bounds until dropped.
     pub ticket: Option<InFlight>,
+    /// Its `process` span when it is traced (set by its partition actor; ends when the record
+    /// is done and dropped).
+    pub trace: Option<Box<TracedSpan>>,
 }
 
 impl RecordIn {

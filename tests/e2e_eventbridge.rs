@@ -18,53 +18,7 @@ async fn e2e_each_record_gives_one_event() {
         .scenario(Plan::new("evd", EnvelopeKind::Qlik, 50, 200, 41))
         .await;
     // The relay's region is us-west-2; the bus (and the queue its rule feeds) are in us-east-1.
-    let sdk = env.lab.sdk_config().await;
-    let east = aws_sdk_eventbridge::config::Region::new("us-east-1");
-    let eb = aws_sdk_eventbridge::Client::from_conf(
-        aws_sdk_eventbridge::config::Builder::from(&sdk)
-            .region(east.clone())
-            .build(),
-    );
-    let q = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk)
-            .region(east)
-            .build(),
-    );
-    let url = sqs::create_queue(&q, "events-d").await;
-    let arn = q
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .unwrap();
-    eb.create_event_bus().name("bus-d").send().await.unwrap();
-    eb.put_rule()
-        .name("all-cdc")
-        .event_bus_name("bus-d")
-        .event_pattern(r#"{"source": ["cdc-relay"]}"#)
-        .send()
-        .await
-        .unwrap();
-    eb.put_targets()
-        .rule("all-cdc")
-        .event_bus_name("bus-d")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(&arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let (q, url) = common::bus_to_queue(&env, "bus-d", "events-d", "us-east-1").await;
     s.cfg.eventbridge = Some(EventBridgeConfig {
         bus: "bus-d".into(),
         region: Some("us-east-1".into()),

@@ -188,6 +188,7 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
             mix: OpMix::default(),
             producer_properties: BTreeMap::new(),
             note_bytes: g.note_bytes,
+            traceparent: false,
         };
         // Also checks that the mock cluster retained every record produced.
         let (report, _) = cdc_relay::generate::generate(&spec)

@@ -14,7 +14,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::DeadLetter;
 use crate::error_class::ErrorClass;
-use crate::sinks::{BatchLimits, Sink, SinkError, SinkResult};
+use crate::sinks::{BatchLimits, CallSpan, Sink, SinkError, SinkResult};
+use crate::telemetry::semconv;
 
 pub struct KafkaDlqSink {
     producer: FutureProducer,
@@ -56,10 +57,22 @@ impl KafkaDlqSink {
         let partition = dl.src.partition.to_string();
         let offset = dl.src.offset.to_string();
         let mut headers = OwnedHeaders::new();
+        // The record's headers, with its `traceparent` replaced by the relay's (the DLQ span's,
+        // when the record is traced), so a consumer of the DLQ topic continues the trace.
+        let own_tp = dl.traceparent.as_deref();
         for (k, v) in &dl.headers {
+            if own_tp.is_some() && k.eq_ignore_ascii_case(semconv::TRACEPARENT) {
+                continue;
+            }
             headers = headers.insert(Header {
                 key: k,
                 value: v.as_deref(),
+            });
+        }
+        if let Some(tp) = own_tp {
+            headers = headers.insert(Header {
+                key: semconv::TRACEPARENT,
+                value: Some(tp),
             });
         }
         for (k, v) in [
@@ -124,6 +137,19 @@ impl Sink<DeadLetter> for KafkaDlqSink {
             max_count: 1,
             max_bytes: usize::MAX,
             per_request: false,
+        }
+    }
+
+    fn call(&self, _req: Option<&DeadLetter>) -> CallSpan {
+        use crate::telemetry::semconv as sc;
+        CallSpan {
+            name: format!("send {}", self.topic).into(),
+            attrs: vec![
+                opentelemetry::KeyValue::new(sc::MESSAGING_SYSTEM, sc::MESSAGING_SYSTEM_KAFKA),
+                opentelemetry::KeyValue::new(sc::MESSAGING_OPERATION_NAME, "send"),
+                opentelemetry::KeyValue::new(sc::MESSAGING_OPERATION_TYPE, "send"),
+                opentelemetry::KeyValue::new(sc::MESSAGING_DESTINATION_NAME, self.topic.clone()),
+            ],
         }
     }
 

@@ -21,7 +21,7 @@ use crate::error_class::ErrorClass;
 use crate::event::SourcePos;
 use crate::record::RecordIn;
 use crate::sinks::SinkRequest;
-use crate::sinks::pool::{PoolHandle, WriteOutcome};
+use crate::sinks::pool::{PoolHandle, Trace, WriteOutcome};
 
 /// Format version of the SQS body.
 pub const BODY_VERSION: u32 = 1;
@@ -244,13 +244,24 @@ pub struct Dlq {
 impl Dlq {
     /// Writes `dl` to every configured target; `Done` once all acknowledged. Retries forever
     /// (the DLQ is required); `Poison` if a target rejects the record itself.
-    pub async fn send(&self, dl: DeadLetter, cancel: &CancellationToken) -> WriteOutcome {
+    /// Sends `dl` to every DLQ target; `trace` is its `dlq.send` span when its record is traced.
+    pub async fn send(
+        &self,
+        dl: DeadLetter,
+        trace: Option<Trace>,
+        cancel: &CancellationToken,
+    ) -> WriteOutcome {
         let dl = Arc::new(dl);
-        let sqs = self.sqs.write(Arc::clone(&dl), cancel, true);
+        let sqs = self
+            .sqs
+            .write_traced(Arc::clone(&dl), trace.clone(), cancel, true);
         let outcome = match &self.kafka {
             None => sqs.await,
             Some(k) => {
-                let (a, b) = futures::join!(sqs, k.write(Arc::clone(&dl), cancel, true));
+                let (a, b) = futures::join!(
+                    sqs,
+                    k.write_traced(Arc::clone(&dl), trace.clone(), cancel, true)
+                );
                 match (a, b) {
                     (WriteOutcome::Cancelled, _) | (_, WriteOutcome::Cancelled) => {
                         WriteOutcome::Cancelled
@@ -263,7 +274,8 @@ impl Dlq {
         if matches!(outcome, WriteOutcome::Done | WriteOutcome::Stale) {
             metrics::counter!("cdc_relay_dlq_records_total", "topic" => dl.src.topic.clone(), "reason" => dl.reason.clone())
                 .increment(1);
-            tracing::warn!(src = %dl.src, class = %dl.class, reason = %dl.reason, error = %dl.error, "record written to the DLQ");
+            let trace_id = trace.as_ref().map(|t| t.trace_id().to_string());
+            tracing::warn!(src = %dl.src, class = %dl.class, reason = %dl.reason, error = %dl.error, trace_id, "record written to the DLQ");
         }
         outcome
     }
@@ -287,6 +299,7 @@ mod tests {
             timestamp_ms: Some(5),
             received: std::time::Instant::now(),
             ticket: None,
+            trace: None,
         }
     }
 

@@ -17,7 +17,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use super::{DeadLetter, attr, truncate};
 use crate::error_class::ErrorClass;
 use crate::sinks::aws::classify;
-use crate::sinks::{BatchLimits, Sink, SinkError, SinkResult};
+use crate::sinks::{BatchLimits, CallSpan, Sink, SinkError, SinkResult};
 
 pub struct SqsDlqSink {
     client: Client,
@@ -146,6 +146,27 @@ impl Sink<DeadLetter> for SqsDlqSink {
         }
     }
 
+    fn call(&self, _req: Option<&DeadLetter>) -> CallSpan {
+        use crate::telemetry::semconv as sc;
+        let mut attrs = crate::telemetry::trace::aws_call("SQS", "SendMessageBatch");
+        attrs.push(opentelemetry::KeyValue::new(
+            sc::MESSAGING_SYSTEM,
+            sc::MESSAGING_SYSTEM_AWS_SQS,
+        ));
+        attrs.push(opentelemetry::KeyValue::new(
+            sc::MESSAGING_DESTINATION_NAME,
+            self.name.trim_start_matches("sqs:").to_string(),
+        ));
+        attrs.push(opentelemetry::KeyValue::new(
+            sc::MESSAGING_OPERATION_TYPE,
+            "send",
+        ));
+        CallSpan {
+            name: "SQS.SendMessageBatch".into(),
+            attrs,
+        }
+    }
+
     async fn write_batch(&self, batch: &[Arc<DeadLetter>]) -> Vec<SinkResult> {
         let mut entries = Vec::with_capacity(batch.len());
         for (i, dl) in batch.iter().enumerate() {
@@ -246,6 +267,7 @@ mod tests {
             timestamp_ms: Some(1),
             received: std::time::Instant::now(),
             ticket: None,
+            trace: None,
         };
         DeadLetter::new(
             &rec,
@@ -323,6 +345,7 @@ mod tests {
             timestamp_ms: None,
             received: std::time::Instant::now(),
             ticket: None,
+            trace: None,
         };
         let dl = DeadLetter::new(
             &rec,

@@ -40,6 +40,8 @@ pub struct Shared {
     pub deps: Arc<PartitionDeps>,
     /// Decodes with the registry of the cluster this consumer reads.
     pub decoder: Decoder,
+    /// The configured name of the cluster this consumer reads (traces show it).
+    pub cluster: Arc<str>,
     pub status: Arc<StatusBoard>,
     pub rt: tokio::runtime::Handle,
     pub supervisor: ActorCell,
@@ -85,6 +87,7 @@ impl Shared {
         PartitionArgs {
             deps: Arc::clone(&self.deps),
             decoder: self.decoder.clone(),
+            cluster: Arc::clone(&self.cluster),
             state: Arc::clone(state),
         }
     }

@@ -142,6 +142,7 @@ impl Actor for ConsumerActor {
             slots: Mutex::new(HashMap::new()),
             deps: args.deps,
             decoder: args.decoder,
+            cluster: Arc::from(args.cluster.name.as_str()),
             status: Arc::clone(&args.status),
             rt: tokio::runtime::Handle::current(),
             supervisor: myself.get_cell(),

@@ -232,6 +232,7 @@ impl PollLoop {
             timestamp_ms: m.timestamp().to_millis(),
             received: Instant::now(),
             ticket: Some(slot.state.admit(bytes)),
+            trace: None,
         });
         // At a bound the partition (or everything) pauses at once: librdkafka then drops what
         // it had fetched beyond this record, so the bounds hold to within one record.

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -26,9 +28,11 @@ use crate::error_class::ErrorClass;
 use crate::record::RecordIn;
 use crate::route::Route;
 use crate::sinks::output::{Change, Failure, Output, Prepared};
-use crate::sinks::pool::WriteOutcome;
+use crate::sinks::pool::{Trace, WriteOutcome};
 use crate::sinks::retry::Backoff;
 use crate::status::{PartitionState, StopInfo};
+use crate::telemetry::semconv;
+use crate::telemetry::trace::{self, TracedSpan};
 use offsets::OffsetTracker;
 use pipeline::{Done, Pipeline, Unit};
 
@@ -62,6 +66,8 @@ pub enum PartitionMsg {
         received: Instant,
         outcome: WriteOutcome,
         failure: Failure,
+        /// The record's trace id, when it is traced (for the log line of a stop).
+        trace_id: Option<String>,
     },
     /// Stop taking records; reply once nothing is in flight.
     Drain(std::sync::mpsc::Sender<()>),
@@ -73,6 +79,8 @@ pub struct PartitionArgs {
     pub deps: Arc<PartitionDeps>,
     /// Decodes with the registry of the region whose cluster this partition is read from.
     pub decoder: Decoder,
+    /// The configured name of the cluster the partition is read from (for traces).
+    pub cluster: Arc<str>,
     pub state: Arc<PartitionState>,
 }
 
@@ -108,6 +116,7 @@ pub struct PartitionActorState {
     /// The writer schema of the last record decoded (most records share it).
     schema_memo: Option<Arc<crate::decode::registry::WriterSchema>>,
     shared: Arc<PartitionState>,
+    cluster: Arc<str>,
     tracker: OffsetTracker,
     /// Created with the first record: one lane per output of the partition's route.
     pipeline: Option<Pipeline<RecordIn>>,
@@ -161,9 +170,9 @@ impl PartitionActorState {
 
     /// Stops the partition at a poison record: nothing at or after `offset` is processed or
     /// committed. Used when no DLQ is configured, or the DLQ rejected the record.
-    fn stop_at(&mut self, offset: i64, f: Failure) {
+    fn stop_at(&mut self, offset: i64, f: Failure, trace_id: Option<String>) {
         tracing::error!(
-            topic = %self.shared.topic, partition = self.shared.partition, offset, class = %f.class, reason = %f.reason, error = %f.error,
+            topic = %self.shared.topic, partition = self.shared.partition, offset, class = %f.class, reason = %f.reason, error = %f.error, trace_id,
             "poison record and no DLQ to take it: partition stopped at this offset; nothing at or after it is committed"
         );
         metrics::counter!("cdc_relay_poison_records_total", "topic" => self.shared.topic.clone(), "reason" => f.reason.clone()).increment(1);
@@ -191,19 +200,24 @@ impl PartitionActorState {
     fn poison(
         &mut self,
         myself: &ActorRef<PartitionMsg>,
-        rec: RecordIn,
+        mut rec: RecordIn,
         f: Failure,
         decoded: Option<serde_json::Value>,
     ) {
+        if let Some(t) = rec.trace.as_mut() {
+            t.set(semconv::RELAY_OUTCOME, "poison");
+            t.error(f.reason.clone(), f.error.clone());
+        }
+        let trace_id = rec.trace.as_ref().map(|t| t.log_ids().0);
         let Some(dlq) = self.deps.dlq.clone() else {
-            self.stop_at(rec.offset, f);
+            self.stop_at(rec.offset, f, trace_id);
             return;
         };
         if self.stopped_at.is_some_and(|s| rec.offset >= s) {
             return;
         }
         self.dead_lettering += 1;
-        let dl = DeadLetter::new(
+        let mut dl = DeadLetter::new(
             &rec,
             f.class,
             &f.reason,
@@ -212,15 +226,34 @@ impl PartitionActorState {
             &self.deps.region,
             dlq.max_message_bytes,
         );
+        let mut span = rec.trace.as_ref().and_then(|t| {
+            t.child(
+                semconv::SPAN_DLQ_SEND,
+                SpanKind::Producer,
+                vec![KeyValue::new(semconv::RELAY_REASON, f.reason.clone())],
+            )
+        });
+        if let Some(s) = &span {
+            // Whoever reads the DLQ continues the record's trace from here.
+            dl.traceparent = Some(s.traceparent());
+        }
+        let link = span.as_ref().map(|s| Arc::new(s.context().clone()));
         let cancel = self.cancel.clone();
         let me = myself.clone();
         tokio::spawn(async move {
-            let outcome = dlq.send(dl, &cancel).await;
+            let outcome = dlq.send(dl, link, &cancel).await;
+            if let (Some(s), WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e)) =
+                (span.as_mut(), &outcome)
+            {
+                s.error(e.reason, e.message.clone());
+            }
+            drop(span);
             let _ = me.cast(PartitionMsg::DeadLettered {
                 offset: rec.offset,
                 received: rec.received,
                 outcome,
                 failure: f,
+                trace_id,
             });
             // The record (and its in-flight ticket) is released here.
             drop(rec);
@@ -233,6 +266,7 @@ impl PartitionActorState {
         received: Instant,
         outcome: WriteOutcome,
         f: Failure,
+        trace_id: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
         self.dead_lettering = self.dead_lettering.saturating_sub(1);
         match outcome {
@@ -246,6 +280,7 @@ impl PartitionActorState {
                     reason: "dlq_rejected".into(),
                     error: format!("{} (the DLQ rejected it: {e})", f.error),
                 },
+                trace_id,
             ),
             WriteOutcome::Cancelled => {}
         }
@@ -276,8 +311,13 @@ impl PartitionActorState {
                 Done::Completed {
                     offset,
                     outcome,
-                    held,
-                } => self.complete(offset, outcome.as_str(), held.received)?,
+                    mut held,
+                } => {
+                    if let Some(t) = held.trace.as_mut() {
+                        t.set(semconv::RELAY_OUTCOME, outcome.as_str());
+                    }
+                    self.complete(offset, outcome.as_str(), held.received)?
+                }
                 Done::Failed {
                     failure,
                     held,
@@ -318,8 +358,11 @@ impl PartitionActorState {
                 let cancel = self.cancel.clone();
                 let me = myself.clone();
                 tokio::spawn(async move {
-                    let batch: Vec<Prepared> = units.iter().map(|u| u.prepared.clone()).collect();
+                    let mut batch: Vec<Prepared> =
+                        units.iter().map(|u| u.prepared.clone()).collect();
+                    let spans = delivery_spans(output.as_ref(), &mut batch);
                     let outcomes = output.write(&batch, &cancel).await;
+                    end_delivery_spans(spans, &outcomes);
                     let _ = me.cast(PartitionMsg::Written {
                         lane,
                         units,
@@ -373,12 +416,23 @@ impl PartitionActorState {
         self.meters.consumed.increment(batch.len() as u64);
         let deps = Arc::clone(&self.deps);
         let mut done = Vec::new();
-        for r in batch {
+        let tracing_on = trace::enabled();
+        for mut r in batch {
             if self.stopped_at.is_some() || self.cancel.is_cancelled() {
                 break;
             }
             // Out of order means our view of the partition is broken: fail, restart, seek (DESIGN §2).
             self.tracker.track(r.offset, r.timestamp_ms)?;
+            if tracing_on {
+                let span = trace::start_record(&trace::RecordFacts {
+                    traceparent: r.traceparent(),
+                    topic: &r.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    cluster: &self.cluster,
+                });
+                r.trace = span;
+            }
             let Some(rs) = deps.routes.get(r.topic.as_str()) else {
                 let error = format!("no route for topic {}", r.topic);
                 self.poison(myself, r, Failure::poison("no_route", error), None);
@@ -392,7 +446,13 @@ impl PartitionActorState {
                         .map(|o| (o.role(), o.reason_prefix().to_string())),
                 ));
             }
-            let ev = match self.decode(&rs.route, &r).await {
+            let mut span = child_span(&r, semconv::SPAN_DECODE);
+            let decoded = self.decode(&rs.route, &r).await;
+            if let (Some(s), Some(Err(f))) = (span.as_mut(), &decoded) {
+                s.error(f.reason.clone(), f.error.clone());
+            }
+            drop(span);
+            let ev = match decoded {
                 None => return Ok(()),
                 Some(Err(f)) => {
                     self.poison(myself, r, f, None);
@@ -400,11 +460,18 @@ impl PartitionActorState {
                 }
                 Some(Ok(Decoded::Skipped(skip))) => {
                     metrics::counter!("cdc_relay_records_skipped_total", "topic" => r.topic.clone(), "reason" => skip.as_str()).increment(1);
+                    if let Some(t) = r.trace.as_mut() {
+                        t.set(semconv::RELAY_OUTCOME, "skipped");
+                    }
                     self.complete(r.offset, "skipped", r.received)?;
                     continue;
                 }
                 Some(Ok(Decoded::Change(ev))) => ev,
             };
+            let mut span = child_span(&r, semconv::SPAN_ROUTE);
+            if let Some(s) = span.as_mut() {
+                s.set(semconv::RELAY_OP, ev.op.as_str());
+            }
             let key = match rs.route.key(&ev) {
                 Ok(k) => k,
                 Err(e) => {
@@ -413,15 +480,21 @@ impl PartitionActorState {
                         reason: e.reason().into(),
                         error: e.to_string(),
                     };
+                    if let Some(s) = span.as_mut() {
+                        s.error(f.reason.clone(), f.error.clone());
+                    }
+                    drop(span);
                     self.poison(myself, r, f, None);
                     continue;
                 }
             };
+            // What the outputs send on: the relay's span of the record when it is traced.
+            let own_tp = r.trace.as_ref().map(|t| t.traceparent());
             let change = Change {
                 event: &ev,
                 key: &key,
                 kafka_ts_ms: r.timestamp_ms,
-                traceparent: r.traceparent(),
+                traceparent: own_tp.as_deref().or_else(|| r.traceparent()),
             };
             let mut prepared = Vec::with_capacity(rs.outputs.len());
             let mut failure = None;
@@ -442,8 +515,19 @@ impl PartitionActorState {
                 }
             }
             if let Some(f) = refused {
+                if let Some(s) = span.as_mut() {
+                    s.error(f.reason.clone(), f.error.clone());
+                }
+                drop(span);
                 self.poison(myself, r, f, None);
                 continue;
+            }
+            drop(span);
+            if let Some(t) = &r.trace {
+                let cx: Trace = Arc::new(t.context().clone());
+                for p in prepared.iter_mut().flatten() {
+                    p.trace = Some(Arc::clone(&cx));
+                }
             }
             if let Some(p) = &mut self.pipeline {
                 p.admit(r.offset, prepared, failure, r, &mut done);
@@ -474,6 +558,48 @@ impl PartitionActorState {
     }
 }
 
+/// A child span of a traced record (`decode`, `route`), starting now.
+fn child_span(r: &RecordIn, name: &'static str) -> Option<TracedSpan> {
+    r.trace
+        .as_ref()
+        .and_then(|t| t.child(name, SpanKind::Internal, Vec::new()))
+}
+
+/// Starts the delivery span of each traced request of `batch` (a child of its record's span)
+/// and hands the request that span instead, for the sink calls' spans to link to. One pass that
+/// finds nothing for untraced batches.
+fn delivery_spans(output: &dyn Output, batch: &mut [Prepared]) -> Vec<(usize, TracedSpan)> {
+    let mut spans = Vec::new();
+    for (i, p) in batch.iter_mut().enumerate() {
+        let Some(parent) = p.trace.as_ref() else {
+            continue;
+        };
+        let attrs = vec![KeyValue::new(
+            semconv::RELAY_OUTPUT,
+            output.name().to_string(),
+        )];
+        if let Some(s) = trace::start_child(parent, output.span_name(), SpanKind::Client, attrs) {
+            p.trace = Some(Arc::new(s.context().clone()));
+            spans.push((i, s));
+        }
+    }
+    spans
+}
+
+/// Ends delivery spans with their requests' outcomes.
+fn end_delivery_spans(spans: Vec<(usize, TracedSpan)>, outcomes: &[WriteOutcome]) {
+    for (i, mut s) in spans {
+        match outcomes.get(i) {
+            Some(WriteOutcome::Done) => s.set(semconv::RELAY_OUTCOME, "written"),
+            Some(WriteOutcome::Stale) => s.set(semconv::RELAY_OUTCOME, "stale"),
+            Some(WriteOutcome::Poison(e) | WriteOutcome::Exhausted(e)) => {
+                s.error(e.reason, e.message.clone())
+            }
+            Some(WriteOutcome::Cancelled) | None => s.set(semconv::RELAY_OUTCOME, "cancelled"),
+        }
+    }
+}
+
 impl Actor for PartitionActor {
     type Msg = PartitionMsg;
     type State = PartitionActorState;
@@ -493,6 +619,7 @@ impl Actor for PartitionActor {
             decoder: args.decoder,
             schema_memo: None,
             shared: args.state,
+            cluster: args.cluster,
             tracker,
             pipeline: None,
             topic: None,
@@ -523,8 +650,9 @@ impl Actor for PartitionActor {
                 received,
                 outcome,
                 failure,
+                trace_id,
             } => {
-                state.on_dead_lettered(offset, received, outcome, failure)?;
+                state.on_dead_lettered(offset, received, outcome, failure, trace_id)?;
                 state.check_drained();
                 Ok(())
             }

@@ -144,6 +144,7 @@ fn build(
         )
     });
     Ok(Arc::new(PooledOutput {
+        span_name: "blackhole.write",
         pool,
         role: Role::State,
         required: spec.required.unwrap_or(true),

@@ -29,6 +29,7 @@ use crate::event::Value;
 use crate::route::{ATTR_SEQ, WriteKind, WriteRequest};
 
 pub use super::dynamodb_wire::CONDITION;
+use crate::telemetry::semconv as sc;
 
 pub struct DynamoDbSink {
     client: Client,
@@ -318,6 +319,30 @@ impl Sink<WriteRequest> for DynamoDbSink {
         }
     }
 
+    fn call(&self, req: Option<&WriteRequest>) -> super::CallSpan {
+        let method = match (self.mode, req.map(|r| &r.kind)) {
+            (WriteMode::Conditional, Some(crate::route::WriteKind::Delete)) => "DeleteItem",
+            (WriteMode::Conditional, _) => "PutItem",
+            (WriteMode::Transact, _) => "TransactWriteItems",
+            (WriteMode::Batch, _) => "BatchWriteItem",
+        };
+        let mut attrs = crate::telemetry::trace::aws_call("DynamoDB", method);
+        attrs.push(opentelemetry::KeyValue::new(
+            sc::DB_SYSTEM_NAME,
+            sc::DB_SYSTEM_DYNAMODB,
+        ));
+        attrs.push(opentelemetry::KeyValue::new(
+            sc::AWS_DYNAMODB_TABLE_NAMES,
+            opentelemetry::Value::Array(
+                vec![opentelemetry::StringValue::from(self.table.clone())].into(),
+            ),
+        ));
+        super::CallSpan {
+            name: format!("DynamoDB.{method}").into(),
+            attrs,
+        }
+    }
+
     async fn write_batch(&self, batch: &[Arc<WriteRequest>]) -> Vec<SinkResult> {
         match self.mode {
             WriteMode::Conditional => match &self.wire {
@@ -412,6 +437,7 @@ pub fn output_for(
     let r = crate::route::Route::new(route.clone());
     let max = cfg.max_item_bytes;
     Some(Arc::new(super::output::PooledOutput {
+        span_name: "dynamodb.write",
         pool,
         role: super::output::Role::State,
         required: true,

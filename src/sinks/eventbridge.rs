@@ -158,6 +158,7 @@ pub fn output_for(
     let table = route.table.clone();
     let key_columns = route.key.clone();
     Some(Arc::new(super::output::PooledOutput {
+        span_name: "eventbridge.put_events",
         pool,
         role: super::output::Role::Event,
         required,
@@ -239,6 +240,13 @@ impl Sink<EventRequest> for EventBridgeSink {
             max_count: MAX_ENTRIES,
             max_bytes: MAX_REQUEST_BYTES,
             per_request: false,
+        }
+    }
+
+    fn call(&self, _req: Option<&EventRequest>) -> super::CallSpan {
+        super::CallSpan {
+            name: "EventBridge.PutEvents".into(),
+            attrs: crate::telemetry::trace::aws_call("EventBridge", "PutEvents"),
         }
     }
 

@@ -18,7 +18,10 @@ pub mod registry;
 pub mod retry;
 pub mod wiring;
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use opentelemetry::KeyValue;
 
 use crate::error_class::ErrorClass;
 use crate::route::WriteRequest;
@@ -112,6 +115,13 @@ impl SinkRequest for WriteRequest {
     }
 }
 
+/// How one sink call appears in a trace: `Service.Operation` for AWS calls, with the
+/// conventions' attributes (`telemetry::semconv`).
+pub struct CallSpan {
+    pub name: Cow<'static, str>,
+    pub attrs: Vec<KeyValue>,
+}
+
 /// One target. Implementations classify every error per DESIGN §4.
 #[async_trait::async_trait]
 pub trait Sink<R: SinkRequest>: Send + Sync + 'static {
@@ -120,4 +130,12 @@ pub trait Sink<R: SinkRequest>: Send + Sync + 'static {
     fn limits(&self) -> BatchLimits;
     /// One attempt at a batch; exactly one result per request, in order.
     async fn write_batch(&self, batch: &[Arc<R>]) -> Vec<SinkResult>;
+    /// The span of a call (only built when a traced record rides on it): of the call for
+    /// `req` when each request is its own call (`BatchLimits::per_request`), else of a batch.
+    fn call(&self, _req: Option<&R>) -> CallSpan {
+        CallSpan {
+            name: Cow::Owned(self.name().to_string()),
+            attrs: Vec::new(),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::SinkRequest;
-use super::pool::{PoolHandle, WriteOutcome};
+use super::pool::{PoolHandle, Trace, WriteOutcome};
 use super::wiring::Wiring;
 use crate::config::{OutputSpec, RouteConfig};
 use crate::error_class::ErrorClass;
@@ -39,7 +39,8 @@ pub struct Change<'a> {
     pub key: &'a str,
     /// The Kafka record's timestamp, for outputs that need a time when the source has none.
     pub kafka_ts_ms: Option<i64>,
-    /// The record's well-formed W3C `traceparent`, if any.
+    /// The `traceparent` to send on: the relay's span of the record when it is traced, else the
+    /// record's own well-formed W3C header, if any.
     pub traceparent: Option<&'a str>,
 }
 
@@ -77,6 +78,9 @@ pub struct Prepared {
     /// first, so the oldest record of a partition, which holds its commit position, is not
     /// queued behind newer ones.
     pub born: Instant,
+    /// The record's span while it is prepared and queued; the delivery span (a child of it)
+    /// while it is written. `None` for untraced records.
+    pub trace: Option<Trace>,
     req: Arc<dyn Any + Send + Sync>,
 }
 
@@ -95,6 +99,7 @@ impl Prepared {
             key,
             seq,
             born: Instant::now(),
+            trace: None,
             req: Arc::new(req),
         }
     }
@@ -123,6 +128,11 @@ pub trait Output: Send + Sync {
     /// a large hand-over (a key's next change waits on that answer).
     fn submission_size(&self) -> usize {
         MIN_SUBMISSION
+    }
+    /// The name of a record's delivery span to this output (DESIGN §7: `dynamodb.write`,
+    /// `eventbridge.put_events`, …).
+    fn span_name(&self) -> &'static str {
+        "output.write"
     }
     /// Builds this output's request for a change, or says why the record is poison for it.
     fn prepare(&self, change: &Change<'_>) -> Result<Prepared, Failure>;
@@ -158,6 +168,8 @@ pub struct PooledOutput<R: SinkRequest> {
     pub reason_prefix: &'static str,
     pub build: Box<Build<R>>,
     pub describe: Option<fn(&R) -> serde_json::Value>,
+    /// The delivery span's name.
+    pub span_name: &'static str,
 }
 
 #[async_trait::async_trait]
@@ -182,6 +194,10 @@ impl<R: SinkRequest> Output for PooledOutput<R> {
         self.pool.batch_size().max(MIN_SUBMISSION)
     }
 
+    fn span_name(&self) -> &'static str {
+        self.span_name
+    }
+
     fn prepare(&self, change: &Change<'_>) -> Result<Prepared, Failure> {
         let req = (self.build)(change)?;
         Ok(Prepared::new(
@@ -203,8 +219,13 @@ impl<R: SinkRequest> Output for PooledOutput<R> {
             .map(|p| p.born)
             .min()
             .unwrap_or_else(Instant::now);
+        // The delivery spans of traced records, for the sink calls' spans to link to.
+        let traces: Option<Vec<Option<Trace>>> = batch
+            .iter()
+            .any(|p| p.trace.is_some())
+            .then(|| batch.iter().map(|p| p.trace.clone()).collect());
         self.pool
-            .write_batch_since(&reqs, since, cancel, self.required)
+            .write_batch_traced(&reqs, traces.as_deref(), since, cancel, self.required)
             .await
     }
 

@@ -26,10 +26,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use opentelemetry::trace::{SpanContext, SpanKind};
+
 use super::breaker::{Breaker, BreakerConfig, Permit, State as BreakerState};
 use super::retry::Backoff;
 use super::{Sink, SinkError, SinkRequest, SinkResult};
 use crate::error_class::ErrorClass;
+use crate::telemetry::semconv;
+use crate::telemetry::trace::{self, TracedSpan};
 
 /// The final outcome of a write, after retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +301,9 @@ fn missing() -> SinkResult {
 /// One request of a submission, waiting in a pool.
 pub struct Attempt<R> {
     req: Arc<R>,
+    /// The span of the record delivery it is part of, when that record is traced: the sink
+    /// call's span links to it (or, for a call of its own, is its child).
+    trace: Option<Trace>,
     sub: Arc<Submission>,
     index: usize,
     /// When it was queued (the linger time counts from here).
@@ -469,8 +476,10 @@ impl<R: SinkRequest> SinkPoolState<R> {
             let n = reqs.len() as f64;
             m.in_flight.increment(n);
             m.batch_size.record(n);
+            let mut spans = call_spans(core.sink.as_ref(), &batch);
             let started = Instant::now();
             let results = core.sink.write_batch(&reqs).await;
+            end_call_spans(&mut spans, &results);
             m.in_flight.decrement(n);
             m.latency.record(started.elapsed().as_secs_f64());
             let unhealthy = results
@@ -509,6 +518,65 @@ impl<R: SinkRequest> SinkPoolState<R> {
             let _ = me.cast(PoolMsg::BatchDone);
         });
     }
+}
+
+/// A traced record delivery's span context (shared by the retries of its request).
+pub type Trace = Arc<SpanContext>;
+
+/// The spans of one sink call, for the traced requests it carries (none for untraced ones: the
+/// check is one pass over the batch). A sink that makes one call per request gets a span per
+/// traced request, a child of its delivery span. A batch call gets one span: a child of the
+/// delivery span when it carries one traced request (the usual case at low sampling ratios, so
+/// the record's trace shows the call), else a new trace linked to all of them.
+fn call_spans<R: SinkRequest>(
+    sink: &dyn Sink<R>,
+    batch: &[Attempt<R>],
+) -> Vec<(Option<usize>, TracedSpan)> {
+    if batch.iter().all(|a| a.trace.is_none()) {
+        return Vec::new();
+    }
+    let per_request = sink.limits().per_request;
+    if per_request {
+        batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let parent = a.trace.as_ref()?;
+                let call = sink.call(Some(&a.req));
+                trace::start_child(parent, call.name, SpanKind::Client, call.attrs)
+                    .map(|s| (Some(i), s))
+            })
+            .collect()
+    } else {
+        let links: Vec<SpanContext> = batch
+            .iter()
+            .filter_map(|a| a.trace.as_deref().cloned())
+            .collect();
+        let mut call = sink.call(None);
+        call.attrs.push(opentelemetry::KeyValue::new(
+            semconv::MESSAGING_BATCH_MESSAGE_COUNT,
+            batch.len() as i64,
+        ));
+        let span = match links.as_slice() {
+            [one] => trace::start_child(one, call.name, SpanKind::Client, call.attrs),
+            _ => trace::start_linked(call.name, SpanKind::Client, links, call.attrs),
+        };
+        span.map(|s| (None, s)).into_iter().collect()
+    }
+}
+
+/// Ends the call spans with the results: a failure marks the span failed.
+fn end_call_spans(spans: &mut Vec<(Option<usize>, TracedSpan)>, results: &[SinkResult]) {
+    for (i, span) in spans.iter_mut() {
+        let failure = match i {
+            Some(i) => results.get(*i).and_then(SinkResult::failure),
+            None => results.iter().find_map(SinkResult::failure),
+        };
+        if let Some(e) = failure {
+            span.error(e.reason, e.message.clone());
+        }
+    }
+    spans.clear();
 }
 
 /// Hands each attempt's result to its submission, one lock per submission and batch.
@@ -656,6 +724,18 @@ impl<R: SinkRequest> PoolHandle<R> {
         since: Instant,
         cancel: &CancellationToken,
     ) -> Option<Vec<SinkResult>> {
+        self.attempt_traced(reqs, None, since, cancel).await
+    }
+
+    /// `attempt_batch_since` with the delivery spans of traced requests (`traces[i]` for
+    /// `reqs[i]`), which the sink calls' spans link to.
+    async fn attempt_traced(
+        &self,
+        reqs: &[Arc<R>],
+        traces: Option<&[Option<Trace>]>,
+        since: Instant,
+        cancel: &CancellationToken,
+    ) -> Option<Vec<SinkResult>> {
         if reqs.is_empty() {
             return Some(Vec::new());
         }
@@ -677,6 +757,7 @@ impl<R: SinkRequest> PoolHandle<R> {
                     .enumerate()
                     .map(|(index, req)| Attempt {
                         req: Arc::clone(req),
+                        trace: traces.and_then(|t| t.get(index).cloned().flatten()),
                         sub: Arc::clone(&sub),
                         index,
                         at,
@@ -712,10 +793,28 @@ impl<R: SinkRequest> PoolHandle<R> {
         cancel: &CancellationToken,
         required: bool,
     ) -> WriteOutcome {
-        self.write_batch(&[req], cancel, required)
-            .await
-            .pop()
-            .unwrap_or(WriteOutcome::Cancelled)
+        self.write_traced(req, None, cancel, required).await
+    }
+
+    /// `write` for a request of a traced record delivery (`trace`: its span).
+    pub async fn write_traced(
+        &self,
+        req: Arc<R>,
+        trace: Option<Trace>,
+        cancel: &CancellationToken,
+        required: bool,
+    ) -> WriteOutcome {
+        let traces = trace.map(|t| [Some(t)]);
+        self.write_batch_traced(
+            &[req],
+            traces.as_ref().map(|t| t.as_slice()),
+            Instant::now(),
+            cancel,
+            required,
+        )
+        .await
+        .pop()
+        .unwrap_or(WriteOutcome::Cancelled)
     }
 
     /// Writes `reqs` with the pool's retry policy, one outcome per request: each until done,
@@ -740,6 +839,20 @@ impl<R: SinkRequest> PoolHandle<R> {
         cancel: &CancellationToken,
         required: bool,
     ) -> Vec<WriteOutcome> {
+        self.write_batch_traced(reqs, None, since, cancel, required)
+            .await
+    }
+
+    /// `write_batch_since` with the delivery spans of traced requests (`traces[i]` for
+    /// `reqs[i]`; `None`: none is traced).
+    pub async fn write_batch_traced(
+        &self,
+        reqs: &[Arc<R>],
+        traces: Option<&[Option<Trace>]>,
+        since: Instant,
+        cancel: &CancellationToken,
+        required: bool,
+    ) -> Vec<WriteOutcome> {
         let s = &self.core.settings;
         let mut backoff = Backoff::new(s.retry.initial, s.retry.max, s.retry.multiplier);
         let name = self.name();
@@ -748,7 +861,16 @@ impl<R: SinkRequest> PoolHandle<R> {
         let mut pending: Vec<usize> = (0..reqs.len()).collect();
         loop {
             let batch: Vec<Arc<R>> = pending.iter().map(|&i| Arc::clone(&reqs[i])).collect();
-            let Some(results) = self.attempt_batch_since(&batch, since, cancel).await else {
+            let batch_traces: Option<Vec<Option<Trace>>> = traces.map(|t| {
+                pending
+                    .iter()
+                    .map(|&i| t.get(i).cloned().flatten())
+                    .collect()
+            });
+            let Some(results) = self
+                .attempt_traced(&batch, batch_traces.as_deref(), since, cancel)
+                .await
+            else {
                 break;
             };
             let mut retry = Vec::new();

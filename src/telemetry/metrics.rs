@@ -111,6 +111,14 @@ fn describe() {
         "Kafka client errors by kind"
     );
     describe_gauge!("cdc_relay_schema_cache_size", "Writer schemas cached by id");
+    describe_counter!(
+        "cdc_relay_spans_dropped_total",
+        "Trace spans dropped instead of exported (export queue full, collector slow or unreachable)"
+    );
+    describe_counter!(
+        "cdc_relay_spans_exported_total",
+        "Trace spans the OTLP collector accepted"
+    );
     describe_gauge!(
         "cdc_relay_region_up",
         "1 while a region's cluster answers probes (healthy or suspect)"

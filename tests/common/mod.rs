@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+pub mod otlp;
 pub mod poison;
 
 pub struct Env {
@@ -219,6 +220,7 @@ key = ["id"]
             mix: OpMix::default(),
             producer_properties: Default::default(),
             note_bytes: 0,
+            traceparent: false,
         }
     }
 
@@ -593,4 +595,62 @@ pub fn registry(env: &Env) -> cdc_relay::decode::registry::RegistryClient {
         ..Default::default()
     })
     .unwrap()
+}
+
+/// An EventBridge bus in `region` whose rule sends every `cdc-relay` event to a new SQS queue
+/// there: returns that region's SQS client and the queue's URL.
+pub async fn bus_to_queue(
+    env: &Env,
+    bus: &str,
+    queue: &str,
+    region: &'static str,
+) -> (aws_sdk_sqs::Client, String) {
+    let sdk = env.lab.sdk_config().await;
+    let region = aws_sdk_eventbridge::config::Region::new(region);
+    let eb = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&sdk)
+            .region(region.clone())
+            .build(),
+    );
+    let q = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .region(region)
+            .build(),
+    );
+    let url = sqs::create_queue(&q, queue).await;
+    let arn = q
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap();
+    eb.create_event_bus().name(bus).send().await.unwrap();
+    eb.put_rule()
+        .name("all-cdc")
+        .event_bus_name(bus)
+        .event_pattern(r#"{"source": ["cdc-relay"]}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("all-cdc")
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(&arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (q, url)
 }
