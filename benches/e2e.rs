@@ -55,6 +55,10 @@ fn plan(quick: bool) -> Vec<Group> {
                 let mut c = main_cases();
                 c.insert(2, Case::Paced { fraction: 0.5 });
                 c.insert(3, Case::Paced { fraction: 0.25 });
+                // Trace export's cost (issue #11: 1% within 5% of off).
+                c.insert(4, Case::Traced { ratio: None });
+                c.insert(5, Case::Traced { ratio: Some(0.01) });
+                c.insert(6, Case::Traced { ratio: Some(1.0) });
                 c
             },
         },
@@ -162,7 +166,10 @@ fn main() {
     {
         groups = groups.into_iter().skip(n).take(1).collect();
     }
-    let results = match rt.block_on(support::e2e::run(RELAY.as_ref(), &groups)) {
+    // `CDC_RELAY_BENCH_BIN=<path>`: another build of the relay (a before/after comparison on
+    // the same records and machine); the figures are then not this build's.
+    let bin = std::env::var("CDC_RELAY_BENCH_BIN").unwrap_or_else(|_| RELAY.to_string());
+    let results = match rt.block_on(support::e2e::run(bin.as_ref(), &groups)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("e2e bench failed: {e}");
@@ -181,6 +188,7 @@ fn main() {
     // A partial run (one group or some cases) does not overwrite the full run's figures.
     if std::env::var_os("CDC_RELAY_BENCH_GROUP").is_some()
         || std::env::var_os("CDC_RELAY_BENCH_CASE").is_some()
+        || std::env::var_os("CDC_RELAY_BENCH_BIN").is_some()
     {
         eprintln!(
             "partial run: BENCHMARKS.md and the plot left as they are (target/bench/e2e.json)"

@@ -57,7 +57,20 @@ pub enum Case {
     Paced {
         fraction: f64,
     },
+    /// relay → blackhole with trace export to an accept-all OTLP receiver, `ratio` of the
+    /// records sampled (`None`: tracing off). Run `TRACED_RUNS` times, interleaved with the
+    /// group's other `Traced` cases; the median is reported, so off, 1% and 100% compare with
+    /// less of the machine's noise.
+    Traced {
+        ratio: Option<f64>,
+    },
 }
+
+/// One traced case's run: its ratio and figures.
+type TracedRun = (Option<f64>, Result<RelayFigures, String>);
+
+/// Runs per `Traced` case (median reported), interleaved with the group's other traced cases.
+pub const TRACED_RUNS: usize = 5;
 
 impl Case {
     pub fn name(&self) -> String {
@@ -85,6 +98,13 @@ impl Case {
             Case::Paced { fraction } => {
                 format!("relay → blackhole, produced at {fraction} × its rate")
             }
+            Case::Traced { ratio: None } => {
+                format!("relay → blackhole, tracing off (median of {TRACED_RUNS})")
+            }
+            Case::Traced { ratio: Some(r) } => format!(
+                "relay → blackhole, traced {}% (median of {TRACED_RUNS})",
+                r * 100.0
+            ),
         }
     }
 }
@@ -200,6 +220,8 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
         );
         let mut raw_rate = None;
         let mut blackhole_rate = None;
+        // The traced cases' runs, made together when the first of them comes up.
+        let mut traced: Option<Vec<TracedRun>> = None;
         let mut record_bytes = 0;
         // `CDC_RELAY_BENCH_CASE=<part of a case name>`: only those cases (and the raw limit).
         let only = std::env::var("CDC_RELAY_BENCH_CASE").ok();
@@ -269,6 +291,74 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                         .map_err(setup("moto table"))?;
                     m.records_per_sec =
                         Some(raw_sdk(&ddb, &t, g.records, g.note_bytes, *concurrency).await?);
+                }
+                Case::Traced { ratio } => {
+                    if traced.is_none() {
+                        // Every traced case of the group, interleaved round by round, so drift
+                        // on a shared machine falls on all of them alike.
+                        let ratios: Vec<Option<f64>> = g
+                            .cases
+                            .iter()
+                            .filter_map(|c| match c {
+                                Case::Traced { ratio } => Some(*ratio),
+                                _ => None,
+                            })
+                            .collect();
+                        let receiver = super::otlp::Receiver::start_counting().await;
+                        let mut runs: Vec<(Option<f64>, Result<RelayFigures, String>)> = Vec::new();
+                        for _ in 0..TRACED_RUNS {
+                            for r in &ratios {
+                                // A fresh group each run (its name holds the admin port).
+                                let mut c =
+                                    relay_config(&lab, &topic, &table, "", &Target::Blackhole, i);
+                                if let Some(r) = r {
+                                    c.text.push_str(&format!(
+                                        "\n[telemetry]\notlp_endpoint = \"{}\"\nsampler = \"traceidratio\"\nsampler_ratio = {r}\n",
+                                        receiver.endpoint()
+                                    ));
+                                }
+                                let run = relay_run(relay_bin, &c, g.records, None).await;
+                                eprintln!(
+                                    "bench:     traced {r:?}: {}",
+                                    run.as_ref().map_or_else(
+                                        |e| e.clone(),
+                                        |f| format!(
+                                            "{:.0} records/s, {:.4} CPU s/1k",
+                                            f.rate, f.cpu_s_per_1k
+                                        )
+                                    )
+                                );
+                                runs.push((*r, run));
+                            }
+                        }
+                        eprintln!(
+                            "bench:   {} spans received over {} traced runs",
+                            receiver.count(),
+                            runs.iter().filter(|(r, _)| r.is_some()).count()
+                        );
+                        traced = Some(runs);
+                    }
+                    let runs = traced.as_mut().map(|t| {
+                        let (mine, rest): (Vec<_>, Vec<_>) =
+                            std::mem::take(t).into_iter().partition(|(r, _)| r == ratio);
+                        *t = rest;
+                        mine
+                    });
+                    let mut ok: Vec<RelayFigures> = Vec::new();
+                    let mut err = None;
+                    for (_, r) in runs.unwrap_or_default() {
+                        match r {
+                            Ok(f) => ok.push(f),
+                            Err(e) => err = Some(e),
+                        }
+                    }
+                    ok.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+                    let mid = ok.len() / 2;
+                    m.take(match (ok.len(), err) {
+                        (n, None) if n > 0 => Ok(ok.swap_remove(mid)),
+                        (_, Some(e)) => Err(e),
+                        _ => Err("no run".into()),
+                    });
                 }
                 Case::Paced { fraction } => {
                     let Some(max) = blackhole_rate else {

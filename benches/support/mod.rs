@@ -5,4 +5,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+/// The tests' OTLP receiver, counting only (trace export cases).
+#[path = "../../tests/common/otlp.rs"]
+pub mod otlp;
 pub mod responder;

@@ -17,7 +17,6 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::mpsc;
 
 use super::semconv;
 use super::trace::Sampling;
@@ -281,17 +280,26 @@ pub fn init(
     Ok(TraceGuard { provider })
 }
 
-enum ExportMsg {
-    Span(Box<SpanData>),
-    Resource(Resource),
-    Flush(std::sync::mpsc::Sender<()>),
+/// What the span processor and the export thread share. Ended spans wait in `queue` (a lock
+/// held for one push; only sampled spans get here); the export thread is woken only when a
+/// batch is full or a flush is asked for, otherwise it looks every `EXPORT_DELAY`, so ending a
+/// span costs no thread wake-up.
+#[derive(Debug)]
+struct Shared {
+    queue: std::sync::Mutex<Vec<SpanData>>,
+    capacity: usize,
+    wake: tokio::sync::Notify,
+    /// Flush requests: each is answered once what was queued before it is exported.
+    flushes: std::sync::Mutex<Vec<std::sync::mpsc::Sender<()>>>,
+    resource: std::sync::Mutex<Option<Resource>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The span processor: ended spans into a bounded queue, never waiting; the export thread
 /// sends them in batches.
 #[derive(Debug)]
 struct Exporting {
-    tx: mpsc::Sender<ExportMsg>,
+    shared: std::sync::Arc<Shared>,
     dropped: metrics::Counter,
 }
 
@@ -301,18 +309,42 @@ impl Exporting {
         exporter: E,
         settings: &TraceSettings,
     ) -> Result<Exporting, TelemetryError> {
-        let (tx, rx) = mpsc::channel(settings.queue_size);
+        let shared = std::sync::Arc::new(Shared {
+            queue: std::sync::Mutex::new(Vec::with_capacity(EXPORT_BATCH)),
+            capacity: settings.queue_size,
+            wake: tokio::sync::Notify::new(),
+            flushes: std::sync::Mutex::new(Vec::new()),
+            resource: std::sync::Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
         let dropped = metrics::counter!("cdc_relay_spans_dropped_total");
         let exported = metrics::counter!("cdc_relay_spans_exported_total");
         let thread_dropped = dropped.clone();
+        let thread_shared = std::sync::Arc::clone(&shared);
         let timeout = settings.export_timeout;
         std::thread::Builder::new()
             .name("otlp-export".into())
             .spawn(move || {
-                rt.block_on(export_loop(rx, exporter, timeout, thread_dropped, exported));
+                rt.block_on(export_loop(
+                    thread_shared,
+                    exporter,
+                    timeout,
+                    thread_dropped,
+                    exported,
+                ));
             })
             .map_err(TelemetryError::Thread)?;
-        Ok(Exporting { tx, dropped })
+        Ok(Exporting { shared, dropped })
+    }
+
+    fn flush(&self, wait: Duration) -> OTelSdkResult {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut f) = self.shared.flushes.lock() {
+            f.push(tx);
+        }
+        self.shared.wake.notify_one();
+        rx.recv_timeout(wait)
+            .map_err(|_| OTelSdkError::Timeout(wait))
     }
 }
 
@@ -320,91 +352,100 @@ impl SpanProcessor for Exporting {
     fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if self.tx.try_send(ExportMsg::Span(Box::new(span))).is_err() {
-            self.dropped.increment(1);
+        let len = match self.shared.queue.lock() {
+            Ok(mut q) if q.len() < self.shared.capacity => {
+                q.push(span);
+                q.len()
+            }
+            _ => {
+                self.dropped.increment(1);
+                return;
+            }
+        };
+        if len == EXPORT_BATCH {
+            self.shared.wake.notify_one();
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.tx
-            .try_send(ExportMsg::Flush(tx))
-            .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| OTelSdkError::Timeout(Duration::from_secs(5)))
+        self.flush(Duration::from_secs(5))
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.force_flush()
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let r = self.flush(timeout);
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.wake.notify_one();
+        r
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        if self
-            .tx
-            .try_send(ExportMsg::Resource(resource.clone()))
-            .is_err()
-        {
-            tracing::warn!("the span export queue is full at start; the resource was not set");
+        if let Ok(mut r) = self.shared.resource.lock() {
+            *r = Some(resource.clone());
         }
+        self.shared.wake.notify_one();
     }
 }
 
 async fn export_loop<E: SpanExporter>(
-    mut rx: mpsc::Receiver<ExportMsg>,
+    shared: std::sync::Arc<Shared>,
     mut exporter: E,
     timeout: Duration,
     dropped: metrics::Counter,
     exported: metrics::Counter,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(EXPORT_BATCH);
-    let mut failing_since: Option<std::time::Instant> = None;
-    let mut deadline = tokio::time::Instant::now() + EXPORT_DELAY;
+    let mut failing = false;
     loop {
-        let mut flush = None;
-        let closed = tokio::select! {
-            m = rx.recv() => match m {
-                None => true,
-                Some(ExportMsg::Span(s)) => { batch.push(*s); false }
-                Some(ExportMsg::Resource(r)) => { exporter.set_resource(&r); false }
-                Some(ExportMsg::Flush(tx)) => { flush = Some(tx); false }
-            },
-            _ = tokio::time::sleep_until(deadline) => false,
-        };
-        let due = tokio::time::Instant::now() >= deadline;
-        if !batch.is_empty() && (batch.len() >= EXPORT_BATCH || due || flush.is_some() || closed) {
-            let spans = std::mem::replace(&mut batch, Vec::with_capacity(EXPORT_BATCH));
-            let n = spans.len() as u64;
-            let r = tokio::time::timeout(timeout, exporter.export(spans)).await;
-            match r {
-                Ok(Ok(())) => {
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(EXPORT_DELAY) => {}
+        }
+        if let Some(r) = shared.resource.lock().ok().and_then(|mut r| r.take()) {
+            exporter.set_resource(&r);
+        }
+        // Flushes asked for before this drain are answered after it.
+        let flushes: Vec<std::sync::mpsc::Sender<()>> = shared
+            .flushes
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
+        let spans = shared
+            .queue
+            .lock()
+            .map(|mut q| std::mem::replace(&mut *q, Vec::with_capacity(EXPORT_BATCH)))
+            .unwrap_or_default();
+        let mut spans = spans.into_iter().peekable();
+        while spans.peek().is_some() {
+            let batch: Vec<SpanData> = spans.by_ref().take(EXPORT_BATCH).collect();
+            let n = batch.len() as u64;
+            let error = match tokio::time::timeout(timeout, exporter.export(batch)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {timeout:?}")),
+            };
+            match error {
+                None => {
                     exported.increment(n);
-                    if failing_since.take().is_some() {
+                    if std::mem::take(&mut failing) {
                         tracing::info!("span export works again");
                     }
                 }
-                Ok(Err(e)) => {
-                    dropped.increment(n);
-                    if failing_since.is_none() {
-                        tracing::warn!(error = %e, spans = n, "span export failed; spans are dropped (counted in cdc_relay_spans_dropped_total) until it works again");
-                        failing_since = Some(std::time::Instant::now());
-                    }
-                }
-                Err(_) => {
-                    dropped.increment(n);
-                    if failing_since.is_none() {
-                        tracing::warn!(timeout = ?timeout, spans = n, "span export timed out; spans are dropped (counted in cdc_relay_spans_dropped_total) until it works again");
-                        failing_since = Some(std::time::Instant::now());
+                Some(e) => {
+                    // The rest of this drain is not tried (each try would wait as long).
+                    let rest = spans.by_ref().count() as u64;
+                    dropped.increment(n + rest);
+                    if !failing {
+                        tracing::warn!(error = %e, spans = n + rest, "span export failed; spans are dropped (counted in cdc_relay_spans_dropped_total) until it works again");
+                        failing = true;
                     }
                 }
             }
         }
-        if due {
-            deadline = tokio::time::Instant::now() + EXPORT_DELAY;
+        for f in flushes {
+            let _ = f.send(());
         }
-        if let Some(tx) = flush {
-            let _ = tx.send(());
-        }
-        if closed {
+        if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
             let _ = exporter.shutdown();
             return;
         }

@@ -23,7 +23,13 @@ pub struct Received {
 }
 
 #[derive(Clone, Default)]
-struct Store(Arc<Mutex<Vec<Received>>>);
+struct Store {
+    spans: Arc<Mutex<Vec<Received>>>,
+    /// Spans received, kept or not.
+    count: Arc<std::sync::atomic::AtomicU64>,
+    /// Count only (benchmarks: millions of spans).
+    count_only: bool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Store {
@@ -31,8 +37,22 @@ impl TraceService for Store {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut got = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
+        let req = request.into_inner();
+        let n: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.count_only {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        }
+        let mut got = self.spans.lock().unwrap();
+        for rs in req.resource_spans {
             let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
             for ss in rs.scope_spans {
                 for span in ss.spans {
@@ -58,9 +78,21 @@ pub struct Receiver {
 impl Receiver {
     /// Listens on a free loopback port.
     pub async fn start() -> Receiver {
+        Self::listen(Store::default()).await
+    }
+
+    /// A receiver that only counts spans.
+    pub async fn start_counting() -> Receiver {
+        Self::listen(Store {
+            count_only: true,
+            ..Store::default()
+        })
+        .await
+    }
+
+    async fn listen(store: Store) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let store = Store::default();
         let svc = TraceServiceServer::new(store.clone());
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -80,7 +112,12 @@ impl Receiver {
     }
 
     pub fn spans(&self) -> Vec<Received> {
-        self.store.0.lock().unwrap().clone()
+        self.store.spans.lock().unwrap().clone()
+    }
+
+    /// Spans received so far.
+    pub fn count(&self) -> u64 {
+        self.store.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until `pred` holds for the spans received so far.
