@@ -54,6 +54,7 @@ pub fn router(state: AdminState) -> Router {
 async fn metrics(State(state): State<AdminState>) -> String {
     let mut text = crate::telemetry::metrics::render();
     text.push_str(&state.status.partition_metrics());
+    text.push_str(&state.status.ready_metric());
     text
 }
 

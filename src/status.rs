@@ -329,6 +329,19 @@ impl StatusBoard {
                 .iter()
                 .filter_map(|p| p.lag().map(|l| (labels(p), l as f64))),
         );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        gauge_family(
+            &mut out,
+            &Family {
+                name: "cdc_relay_consumer_lag_seconds",
+                help: "While records wait behind the committed offset: age of the last committed record (its Kafka timestamp); 0 when caught up",
+            },
+            parts.iter().filter_map(|p| {
+                consumer_lag_seconds(p.lag()?, p.processed_ts(), now_ms).map(|s| (labels(p), s))
+            }),
+        );
         gauge_family(
             &mut out,
             &Family {
@@ -359,6 +372,20 @@ impl StatusBoard {
                 Vec::new(),
                 parts.iter().filter(|p| p.is_paused()).count() as f64,
             )),
+        );
+        out
+    }
+
+    /// `/ready` as a gauge (alerts cannot probe an endpoint).
+    pub fn ready_metric(&self) -> String {
+        let mut out = String::new();
+        crate::telemetry::metrics::gauge_family(
+            &mut out,
+            &crate::telemetry::metrics::Family {
+                name: "cdc_relay_ready",
+                help: "1 while /ready answers 200 (a cluster is active, no sink misconfigured, no partition stopped)",
+            },
+            std::iter::once((Vec::new(), if self.readiness().0 { 1.0 } else { 0.0 })),
         );
         out
     }
@@ -450,4 +477,14 @@ impl StatusBoard {
             "memory": { "in_flight_bytes": self.memory.bytes(), "peak_in_flight_bytes": self.memory.peak() },
         })
     }
+}
+
+/// Consumer lag in seconds: 0 when nothing waits behind the committed offset; else the age of
+/// the last committed record (an upper bound on how far behind the relay is); `None` when
+/// records wait but none was committed yet (the message lag and `partition_stopped` tell then).
+pub fn consumer_lag_seconds(lag: i64, processed_ts_ms: Option<i64>, now_ms: i64) -> Option<f64> {
+    if lag <= 0 {
+        return Some(0.0);
+    }
+    processed_ts_ms.map(|ts| (now_ms - ts).max(0) as f64 / 1000.0)
 }

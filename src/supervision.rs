@@ -99,6 +99,12 @@ impl RestartBudget {
 }
 
 /// The metric label for a child: its name up to the first `:` (`partition:orders:3` → `partition`).
+/// Shows `cdc_relay_actor_restarts_total` for a child's kind at 0 from its start, so a dashboard
+/// or alert sees the series before the first restart.
+pub fn register_restarts(child: &str) {
+    metrics::counter!("cdc_relay_actor_restarts_total", "actor" => child_kind(child)).increment(0);
+}
+
 fn child_kind(name: &str) -> String {
     name.split(':').next().unwrap_or(name).to_string()
 }
@@ -149,6 +155,7 @@ impl Supervisor {
             return Ok(());
         };
         let cell = spec.spawn(myself.get_cell()).await?;
+        register_restarts(name);
         state.running.insert(cell.get_id(), name.to_string());
         Ok(())
     }

@@ -9,14 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cdc_relay::config::{EnvelopeKind, FailoverConfig, RegionConfig, RegionsConfig};
 use cdc_relay::lab::kafka::MockKafka;
-use cdc_relay::lab::link::{ClusterLink, LinkOptions};
-use cdc_relay::lab::registry_fixture::RegistryFixture;
 use cdc_relay::relay::{self, StartOptions};
-use common::{Env, PARTITIONS, Plan};
+use common::{Env, PARTITIONS};
 
-const PREFIX: &str = "primary.";
+use common::regions::{Regions, regions, regions_linked};
 
 fn watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
     common::end_offsets_on(bootstrap, topic, PARTITIONS)
@@ -56,94 +53,6 @@ fn completed(relay: &cdc_relay::relay::RelayHandle) -> u64 {
         .iter()
         .map(|k| common::count(relay, k))
         .sum()
-}
-
-struct Regions {
-    env: Env,
-    s: common::Scenario,
-    secondary: MockKafka,
-    mirror: String,
-    link: ClusterLink,
-    /// Each region's schema registry (schema-linked: same ids). `[schema_registry]` has no URL,
-    /// so the relay decodes with the active region's registry.
-    registries: (RegistryFixture, RegistryFixture),
-}
-
-/// A scenario on the primary (the lab's cluster), a secondary cluster with the mirror topic, the
-/// link between them, a registry per region, a control table, and the relay config for both
-/// regions.
-async fn regions(name: &'static str, seed: u64) -> Regions {
-    regions_linked(name, seed, |_| {}).await
-}
-
-async fn regions_linked(
-    name: &'static str,
-    seed: u64,
-    tweak: impl FnOnce(&mut LinkOptions),
-) -> Regions {
-    let env = Env::start().await;
-    let mut s = env
-        .scenario(Plan::new(name, EnvelopeKind::Qlik, 300, 6_000, seed))
-        .await;
-    let secondary = MockKafka::start(3).unwrap();
-    let mirror = format!("{PREFIX}{}", s.topic);
-    secondary.create_topic(&mirror, PARTITIONS).unwrap();
-    let mut opts = LinkOptions {
-        topics: vec![(s.topic.clone(), PARTITIONS)],
-        mirror_prefix: PREFIX.into(),
-        groups: vec![s.group.clone()],
-        sync_interval: Duration::from_millis(500),
-        skip_first: 0,
-    };
-    tweak(&mut opts);
-    let link = ClusterLink::start(&env.bootstrap(), secondary.bootstrap_servers(), opts).unwrap();
-    let registries = (
-        env.lab.registry.start_linked(None).await.unwrap(),
-        env.lab.registry.start_linked(None).await.unwrap(),
-    );
-    let regional = |url: String| cdc_relay::config::RegionRegistry {
-        url: Some(url),
-        ..Default::default()
-    };
-    s.cfg.schema_registry.url = None;
-    cdc_relay::lab::create_table(&env.ddb, &format!("control-{name}"), "group")
-        .await
-        .unwrap();
-    s.cfg.kafka.bootstrap_servers = String::new();
-    s.cfg.regions = Some(RegionsConfig {
-        primary: RegionConfig {
-            name: "us-west-2".into(),
-            bootstrap_servers: env.bootstrap(),
-            properties: Default::default(),
-            topic_prefix: String::new(),
-            schema_registry: regional(registries.0.url()),
-        },
-        secondary: RegionConfig {
-            name: "us-east-1".into(),
-            bootstrap_servers: secondary.bootstrap_servers().to_string(),
-            properties: Default::default(),
-            topic_prefix: PREFIX.into(),
-            schema_registry: regional(registries.1.url()),
-        },
-    });
-    s.cfg.failover = FailoverConfig {
-        probe_interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(500),
-        unhealthy_after: Duration::from_secs(2),
-        control_table: Some(format!("control-{name}")),
-        checkpoint_interval: Duration::from_secs(1),
-        ..Default::default()
-    };
-    assert!(s.cfg.validate().is_empty(), "{:?}", s.cfg.validate());
-
-    Regions {
-        env,
-        s,
-        secondary,
-        mirror,
-        link,
-        registries,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -197,7 +197,10 @@ impl Actor for ConsumerActor {
             shared,
             cmds: tx,
             thread: Some(thread),
-            budget: RestartBudget::new(args.config.runtime.supervision.clone()),
+            budget: {
+                crate::supervision::register_restarts("partition:");
+                RestartBudget::new(args.config.runtime.supervision.clone())
+            },
             shutdown_timeout: args.config.runtime.shutdown_timeout,
         })
     }

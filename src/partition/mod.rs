@@ -97,6 +97,10 @@ struct Meters {
 
 impl Meters {
     fn new(topic: &str) -> Meters {
+        for skip in crate::decode::envelope::Skip::ALL {
+            metrics::counter!("cdc_relay_records_skipped_total", "topic" => topic.to_string(), "reason" => skip.as_str())
+                .increment(0);
+        }
         let processed = |outcome: &'static str| metrics::counter!("cdc_relay_records_processed_total", "topic" => topic.to_string(), "outcome" => outcome);
         Meters {
             consumed: metrics::counter!("cdc_relay_records_consumed_total", "topic" => topic.to_string()),

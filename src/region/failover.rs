@@ -143,6 +143,7 @@ impl FailoverState {
             metrics::gauge!("cdc_relay_region_active", "region" => cl.name.clone())
                 .set(if side == active { 1.0 } else { 0.0 });
         }
+        metrics::gauge!("cdc_relay_failover_epoch").set(self.epoch as f64);
         for l in &self.lags {
             let labels = [
                 ("topic", l.topic.clone()),
@@ -648,6 +649,9 @@ impl Actor for FailoverActor {
         args: FailoverArgs,
     ) -> Result<FailoverState, ActorProcessingErr> {
         let c = &args.config;
+        for to in ["primary", "secondary"] {
+            metrics::counter!("cdc_relay_failovers_total", "to" => to).increment(0);
+        }
         let hc = HealthConfig {
             unhealthy_after: c.failover.unhealthy_after,
             recovered_after: c.failover.failback_after,

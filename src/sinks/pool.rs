@@ -189,7 +189,7 @@ const RESULTS: [&str; 6] = [
 impl Meters {
     fn new(sink: &str) -> Meters {
         let s = sink.to_string();
-        Meters {
+        let m = Meters {
             in_flight: metrics::gauge!("cdc_relay_sink_in_flight", "sink" => s.clone()),
             batch_size: metrics::histogram!("cdc_relay_sink_batch_size", "sink" => s.clone()),
             latency: metrics::histogram!("cdc_relay_sink_latency_seconds", "sink" => s.clone()),
@@ -199,7 +199,15 @@ impl Meters {
                 .iter()
                 .map(|r| metrics::counter!("cdc_relay_sink_requests_total", "sink" => s.clone(), "result" => *r))
                 .collect(),
+        };
+        // Series that change only on events, shown at 0 from the start (dashboards, alerts).
+        metrics::gauge!("cdc_relay_sink_misconfigured", "sink" => s.clone()).set(0.0);
+        for to in ["open", "half_open", "closed"] {
+            metrics::counter!("cdc_relay_circuit_transitions_total", "sink" => s.clone(), "to" => to)
+                .increment(0);
         }
+        metrics::counter!("cdc_relay_actor_restarts_total", "actor" => "sink_worker").increment(0);
+        m
     }
 
     fn requests(&self, result: &str) -> Option<&Counter> {

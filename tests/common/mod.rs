@@ -13,6 +13,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 pub mod otlp;
 pub mod poison;
+pub mod regions;
 
 pub struct Env {
     pub lab: Lab,

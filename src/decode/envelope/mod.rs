@@ -22,6 +22,8 @@ pub enum Skip {
 }
 
 impl Skip {
+    pub const ALL: [Skip; 2] = [Skip::QlikMetadata, Skip::Tombstone];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Skip::QlikMetadata => "qlik_metadata",
