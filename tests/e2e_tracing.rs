@@ -332,10 +332,15 @@ async fn e2e_a_traced_record_is_one_trace_through_dynamodb_eventbridge_and_the_d
         "and the relay's process span as parent"
     );
 
-    // JSON logs of the traced poison record carry its trace id.
+    // JSON logs of the traced poison record carry its trace and span ids.
+    let ids = (
+        format!("\"trace_id\":\"{bad_trace}\""),
+        format!("\"span_id\":\"{}\"", hex(&dlq_send.span.span_id)),
+    );
     assert!(
-        log.lines()
-            .any(|l| l.contains("record written to the DLQ") && l.contains(bad_trace)),
+        log.lines().any(|l| l.contains("record written to the DLQ")
+            && l.contains(&ids.0)
+            && l.contains(&ids.1)),
         "{log}"
     );
 }

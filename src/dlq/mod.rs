@@ -275,7 +275,8 @@ impl Dlq {
             metrics::counter!("cdc_relay_dlq_records_total", "topic" => dl.src.topic.clone(), "reason" => dl.reason.clone())
                 .increment(1);
             let trace_id = trace.as_ref().map(|t| t.trace_id().to_string());
-            tracing::warn!(src = %dl.src, class = %dl.class, reason = %dl.reason, error = %dl.error, trace_id, "record written to the DLQ");
+            let span_id = trace.as_ref().map(|t| t.span_id().to_string());
+            tracing::warn!(src = %dl.src, class = %dl.class, reason = %dl.reason, error = %dl.error, trace_id, span_id, "record written to the DLQ");
         }
         outcome
     }

@@ -66,8 +66,8 @@ pub enum PartitionMsg {
         received: Instant,
         outcome: WriteOutcome,
         failure: Failure,
-        /// The record's trace id, when it is traced (for the log line of a stop).
-        trace_id: Option<String>,
+        /// The record's trace and span ids, when it is traced (for the log line of a stop).
+        trace_ids: Option<(String, String)>,
     },
     /// Stop taking records; reply once nothing is in flight.
     Drain(std::sync::mpsc::Sender<()>),
@@ -174,9 +174,10 @@ impl PartitionActorState {
 
     /// Stops the partition at a poison record: nothing at or after `offset` is processed or
     /// committed. Used when no DLQ is configured, or the DLQ rejected the record.
-    fn stop_at(&mut self, offset: i64, f: Failure, trace_id: Option<String>) {
+    fn stop_at(&mut self, offset: i64, f: Failure, trace_ids: Option<(String, String)>) {
+        let (trace_id, span_id) = trace_ids.unzip();
         tracing::error!(
-            topic = %self.shared.topic, partition = self.shared.partition, offset, class = %f.class, reason = %f.reason, error = %f.error, trace_id,
+            topic = %self.shared.topic, partition = self.shared.partition, offset, class = %f.class, reason = %f.reason, error = %f.error, trace_id, span_id,
             "poison record and no DLQ to take it: partition stopped at this offset; nothing at or after it is committed"
         );
         metrics::counter!("cdc_relay_poison_records_total", "topic" => self.shared.topic.clone(), "reason" => f.reason.clone()).increment(1);
@@ -212,9 +213,9 @@ impl PartitionActorState {
             t.set(semconv::RELAY_OUTCOME, "poison");
             t.error(f.reason.clone(), f.error.clone());
         }
-        let trace_id = rec.trace.as_ref().map(|t| t.log_ids().0);
+        let trace_ids = rec.trace.as_ref().map(|t| t.log_ids());
         let Some(dlq) = self.deps.dlq.clone() else {
-            self.stop_at(rec.offset, f, trace_id);
+            self.stop_at(rec.offset, f, trace_ids);
             return;
         };
         if self.stopped_at.is_some_and(|s| rec.offset >= s) {
@@ -257,7 +258,7 @@ impl PartitionActorState {
                 received: rec.received,
                 outcome,
                 failure: f,
-                trace_id,
+                trace_ids,
             });
             // The record (and its in-flight ticket) is released here.
             drop(rec);
@@ -270,7 +271,7 @@ impl PartitionActorState {
         received: Instant,
         outcome: WriteOutcome,
         f: Failure,
-        trace_id: Option<String>,
+        trace_ids: Option<(String, String)>,
     ) -> Result<(), ActorProcessingErr> {
         self.dead_lettering = self.dead_lettering.saturating_sub(1);
         match outcome {
@@ -284,7 +285,7 @@ impl PartitionActorState {
                     reason: "dlq_rejected".into(),
                     error: format!("{} (the DLQ rejected it: {e})", f.error),
                 },
-                trace_id,
+                trace_ids,
             ),
             WriteOutcome::Cancelled => {}
         }
@@ -654,9 +655,9 @@ impl Actor for PartitionActor {
                 received,
                 outcome,
                 failure,
-                trace_id,
+                trace_ids,
             } => {
-                state.on_dead_lettered(offset, received, outcome, failure, trace_id)?;
+                state.on_dead_lettered(offset, received, outcome, failure, trace_ids)?;
                 state.check_drained();
                 Ok(())
             }
