@@ -56,9 +56,15 @@ fn plan(quick: bool) -> Vec<Group> {
                 c.insert(2, Case::Paced { fraction: 0.5 });
                 c.insert(3, Case::Paced { fraction: 0.25 });
                 // Trace export's cost (issue #11: 1% within 5% of off).
-                c.insert(4, Case::Traced { ratio: None });
-                c.insert(5, Case::Traced { ratio: Some(0.01) });
-                c.insert(6, Case::Traced { ratio: Some(1.0) });
+                let traced = |ratio, collector_down| Case::Traced {
+                    ratio,
+                    collector_down,
+                };
+                c.insert(4, traced(None, false));
+                c.insert(5, traced(Some(0.01), false));
+                c.insert(6, traced(Some(1.0), false));
+                // Export failing must not slow the relay down.
+                c.insert(7, traced(Some(1.0), true));
                 c
             },
         },

@@ -8,14 +8,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cdc_relay::config::{Config, EnvelopeKind, EventBridgeConfig};
 use common::otlp::{Received, Receiver, attr, hex};
 use common::poison::{self, Poisons};
-use common::{Env, Plan, dlq_config, registry, sqs};
+use common::{Env, Plan, dlq_config, free_port, read_text, registry, sqs};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
@@ -51,7 +50,7 @@ impl RelayProcess {
     }
 
     fn log(&self) -> String {
-        read(&self.stderr)
+        read_text(&self.stderr)
     }
 
     /// SIGTERM, then waits for a clean exit (the relay drains and flushes its spans).
@@ -86,18 +85,6 @@ impl Drop for RelayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The spans of trace `trace_id`, by name (one per name expected).
@@ -392,4 +379,65 @@ async fn e2e_an_unreachable_collector_loses_no_record() {
     };
     assert!(dropped > 0.0, "dropped spans are counted: {}", relay.log());
     relay.stop().await;
+}
+
+/// The HTTP/protobuf exporter (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`): records produced
+/// with `generate`'s `traceparent` headers arrive as one trace each, parented by the producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_http_protobuf_export_carries_the_producers_traces() {
+    let env = Env::start().await;
+    let receiver = Receiver::start_http().await;
+    let (topic, table, group) = ("cdc.trchttp", "trchttp", "g-trchttp");
+    env.topic_and_table(topic, 3, table).await;
+    let mut spec = env.spec("cdc.", &[table], EnvelopeKind::Qlik, 20, 40, 5);
+    spec.traceparent = true;
+    cdc_relay::generate::generate(&spec).await.unwrap();
+    let produced = common::consume_all(&env, topic, 3, Duration::from_secs(30));
+    let parents: std::collections::BTreeSet<String> = produced
+        .iter()
+        .map(|r| r.header("traceparent").expect("generate --traceparent"))
+        .collect();
+    assert_eq!(parents.len(), 40, "a new trace per record");
+    let cfg = env.config(
+        group,
+        topic,
+        table,
+        EnvelopeKind::Qlik,
+        cdc_relay::config::ValueFormat::Avro,
+        "",
+    );
+    let relay = RelayProcess::start(
+        &cfg,
+        &[
+            // The base URL: the exporter appends /v1/traces.
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", receiver.addr),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on".into()),
+        ],
+    );
+    let name = format!("process {topic}");
+    let spans = receiver
+        .wait_for("40 process spans", |s| {
+            s.iter().filter(|r| r.span.name == name).count() >= 40
+        })
+        .await;
+    relay.stop().await;
+    let got: std::collections::BTreeSet<String> = spans
+        .iter()
+        .filter(|r| r.span.name == name)
+        .map(|r| {
+            format!(
+                "00-{}-{}-01",
+                hex(&r.span.trace_id),
+                hex(&r.span.parent_span_id)
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, parents,
+        "each record's span is a child of its producer's"
+    );
 }

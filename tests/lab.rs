@@ -10,10 +10,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, read_text};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cdc-relay");
@@ -56,7 +56,7 @@ impl LabProcess {
             .recv_timeout(Duration::from_secs(60))
             .expect("the lab prints its JSON line");
         let info: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("lab JSON {line:?}: {e}; stderr: {}", read(&stderr)));
+            .unwrap_or_else(|e| panic!("lab JSON {line:?}: {e}; stderr: {}", read_text(&stderr)));
         LabProcess {
             child,
             info,
@@ -99,10 +99,6 @@ impl Drop for LabProcess {
     }
 }
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
 async fn post(url: &str, body: Option<Value>) -> (u16, Value) {
     let c = reqwest::Client::new();
     let mut req = c.post(url);
@@ -112,14 +108,6 @@ async fn post(url: &str, body: Option<Value>) -> (u16, Value) {
     let resp = req.send().await.unwrap();
     let code = resp.status().as_u16();
     (code, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
@@ -156,7 +144,7 @@ async fn e2e_lab_region_kill_fails_a_relay_process_over() {
         &format!("{TOPIC}:{PARTITIONS}"),
     ]);
     let info = lab.info.clone();
-    let lab_err = read(&lab.stderr);
+    let lab_err = read_text(&lab.stderr);
     assert!(
         lab_err.contains("moto:") && lab_err.contains("found by venv"),
         "the lab says which moto it uses: {lab_err}"
@@ -297,12 +285,12 @@ key = ["id"]
         assert!(
             Instant::now() < until,
             "no progress: committed {c:?}; relay stderr: {}",
-            read(&relay_err)
+            read_text(&relay_err)
         );
         assert!(
             relay.try_wait().unwrap().is_none(),
             "the relay exited: {}",
-            read(&relay_err)
+            read_text(&relay_err)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -344,7 +332,7 @@ key = ["id"]
             Instant::now() < until,
             "no failover: {}; relay stderr: {}",
             st["region"],
-            read(&relay_err)
+            read_text(&relay_err)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -401,8 +389,8 @@ key = ["id"]
         .args(["-TERM", &relay.id().to_string()])
         .status();
     let _ = relay.wait();
-    assert_no_colour("the lab's log", &read(&lab.stderr));
-    let relay_log = read(&relay_err);
+    assert_no_colour("the lab's log", &read_text(&lab.stderr));
+    let relay_log = read_text(&relay_err);
     assert!(relay_log.contains("INFO"), "the relay logged: {relay_log}");
     assert_no_colour("the relay's log", &relay_log);
 }

@@ -127,15 +127,6 @@ fn readme_metrics() -> BTreeSet<String> {
         .collect()
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_every_documented_dashboard_and_alert_metric_is_exported() {
     let Regions {
@@ -214,7 +205,7 @@ async fn e2e_every_documented_dashboard_and_alert_metric_is_exported() {
     // switch, the spans.
     let until = Instant::now() + Duration::from_secs(90);
     let metrics = loop {
-        let m = scrape(admin).await;
+        let m = common::metrics(&relay).await;
         let have = families(&m);
         let want = [
             "cdc_relay_dlq_records_total",

@@ -61,13 +61,19 @@ pub enum Case {
     /// records sampled (`None`: tracing off). Run `TRACED_RUNS` times, interleaved with the
     /// group's other `Traced` cases; the median is reported, so off, 1% and 100% compare with
     /// less of the machine's noise.
+    /// `collector_down`: the endpoint is a port nothing listens on (export fails, spans are
+    /// dropped and counted): the relay must keep its throughput.
     Traced {
         ratio: Option<f64>,
+        collector_down: bool,
     },
 }
 
-/// One traced case's run: its ratio and figures.
-type TracedRun = (Option<f64>, Result<RelayFigures, String>);
+/// A traced case: (ratio, collector down).
+type TracedKey = (Option<f64>, bool);
+
+/// One traced case's run: its key and figures.
+type TracedRun = (TracedKey, Result<RelayFigures, String>);
 
 /// Runs per `Traced` case (median reported), interleaved with the group's other traced cases.
 pub const TRACED_RUNS: usize = 5;
@@ -98,12 +104,20 @@ impl Case {
             Case::Paced { fraction } => {
                 format!("relay → blackhole, produced at {fraction} × its rate")
             }
-            Case::Traced { ratio: None } => {
+            Case::Traced { ratio: None, .. } => {
                 format!("relay → blackhole, tracing off (median of {TRACED_RUNS})")
             }
-            Case::Traced { ratio: Some(r) } => format!(
-                "relay → blackhole, traced {}% (median of {TRACED_RUNS})",
-                r * 100.0
+            Case::Traced {
+                ratio: Some(r),
+                collector_down,
+            } => format!(
+                "relay → blackhole, traced {}%{} (median of {TRACED_RUNS})",
+                r * 100.0,
+                if *collector_down {
+                    ", collector down"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -222,6 +236,8 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
         let mut blackhole_rate = None;
         // The traced cases' runs, made together when the first of them comes up.
         let mut traced: Option<Vec<TracedRun>> = None;
+        // Each traced case's rate per round (in run order), for ratios paired by round.
+        let mut traced_rates: Vec<(TracedKey, Vec<Option<f64>>)> = Vec::new();
         let mut record_bytes = 0;
         // `CDC_RELAY_BENCH_CASE=<part of a case name>`: only those cases (and the raw limit).
         let only = std::env::var("CDC_RELAY_BENCH_CASE").ok();
@@ -292,34 +308,48 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                     m.records_per_sec =
                         Some(raw_sdk(&ddb, &t, g.records, g.note_bytes, *concurrency).await?);
                 }
-                Case::Traced { ratio } => {
+                Case::Traced {
+                    ratio,
+                    collector_down,
+                } => {
+                    let key = (*ratio, *collector_down);
                     if traced.is_none() {
                         // Every traced case of the group, interleaved round by round, so drift
                         // on a shared machine falls on all of them alike.
-                        let ratios: Vec<Option<f64>> = g
+                        let keys: Vec<(Option<f64>, bool)> = g
                             .cases
                             .iter()
                             .filter_map(|c| match c {
-                                Case::Traced { ratio } => Some(*ratio),
+                                Case::Traced {
+                                    ratio,
+                                    collector_down,
+                                } => Some((*ratio, *collector_down)),
                                 _ => None,
                             })
                             .collect();
                         let receiver = super::otlp::Receiver::start_counting().await;
-                        let mut runs: Vec<(Option<f64>, Result<RelayFigures, String>)> = Vec::new();
+                        // Nothing listens there.
+                        let down = format!("http://127.0.0.1:{}", free_port());
+                        let mut runs: Vec<TracedRun> = Vec::new();
                         for _ in 0..TRACED_RUNS {
-                            for r in &ratios {
+                            for (r, is_down) in &keys {
                                 // A fresh group each run (its name holds the admin port).
                                 let mut c =
                                     relay_config(&lab, &topic, &table, "", &Target::Blackhole, i);
                                 if let Some(r) = r {
-                                    c.text.push_str(&format!(
-                                        "\n[telemetry]\notlp_endpoint = \"{}\"\nsampler = \"traceidratio\"\nsampler_ratio = {r}\n",
+                                    let endpoint = if *is_down {
+                                        down.clone()
+                                    } else {
                                         receiver.endpoint()
+                                    };
+                                    c.text.push_str(&format!(
+                                        "\n[telemetry]\notlp_endpoint = \"{endpoint}\"\nsampler = \"traceidratio\"\nsampler_ratio = {r}\n"
                                     ));
                                 }
                                 let run = relay_run(relay_bin, &c, g.records, None).await;
                                 eprintln!(
-                                    "bench:     traced {r:?}: {}",
+                                    "bench:     traced {r:?}{}: {}",
+                                    if *is_down { ", collector down" } else { "" },
                                     run.as_ref().map_or_else(
                                         |e| e.clone(),
                                         |f| format!(
@@ -328,19 +358,24 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                                         )
                                     )
                                 );
-                                runs.push((*r, run));
+                                let rate = run.as_ref().ok().map(|f| f.rate);
+                                match traced_rates.iter_mut().find(|(k, _)| *k == (*r, *is_down)) {
+                                    Some((_, v)) => v.push(rate),
+                                    None => traced_rates.push(((*r, *is_down), vec![rate])),
+                                }
+                                runs.push(((*r, *is_down), run));
                             }
                         }
                         eprintln!(
                             "bench:   {} spans received over {} traced runs",
                             receiver.count(),
-                            runs.iter().filter(|(r, _)| r.is_some()).count()
+                            runs.iter().filter(|((r, _), _)| r.is_some()).count()
                         );
                         traced = Some(runs);
                     }
                     let runs = traced.as_mut().map(|t| {
                         let (mine, rest): (Vec<_>, Vec<_>) =
-                            std::mem::take(t).into_iter().partition(|(r, _)| r == ratio);
+                            std::mem::take(t).into_iter().partition(|(k, _)| *k == key);
                         *t = rest;
                         mine
                     });
@@ -359,6 +394,26 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                         (_, Some(e)) => Err(e),
                         _ => Err("no run".into()),
                     });
+                    // Against tracing off round by round: drift on a shared machine cancels out.
+                    let of = |k: (Option<f64>, bool)| {
+                        traced_rates
+                            .iter()
+                            .find(|(x, _)| *x == k)
+                            .map(|(_, v)| v.clone())
+                    };
+                    if key.0.is_some()
+                        && let (Some(mine), Some(off)) = (of(key), of((None, false)))
+                    {
+                        let mut ratios: Vec<f64> = mine
+                            .iter()
+                            .zip(&off)
+                            .filter_map(|(a, b)| Some((*a)? / (*b)?))
+                            .collect();
+                        ratios.sort_by(f64::total_cmp);
+                        if let Some(r) = ratios.get(ratios.len() / 2) {
+                            m.case = format!("{}; paired ratio to off {r:.2}", m.case);
+                        }
+                    }
                 }
                 Case::Paced { fraction } => {
                     let Some(max) = blackhole_rate else {

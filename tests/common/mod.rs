@@ -655,3 +655,17 @@ pub async fn bus_to_queue(
         .unwrap();
     (q, url)
 }
+
+/// A loopback port free at the time of asking (for a process's admin server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A file's text, or "" (a process's log that may not exist yet).
+pub fn read_text(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}

@@ -1,6 +1,7 @@
-//! **Test support**: an OTLP/gRPC trace receiver (DESIGN §7 names it as an allowed double),
-//! built on `opentelemetry-proto`'s tonic service definitions. It keeps every span it receives,
-//! with its resource's attributes, for assertions; it decides nothing.
+//! **Test support**: an OTLP trace receiver (DESIGN §7 names it as an allowed double), over gRPC
+//! on `opentelemetry-proto`'s tonic service definitions, or over HTTP/protobuf (`POST
+//! /v1/traces`, the same messages). It keeps every span it receives, with its resource's
+//! attributes, for assertions; it decides nothing.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,13 +32,8 @@ struct Store {
     count_only: bool,
 }
 
-#[tonic::async_trait]
-impl TraceService for Store {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let req = request.into_inner();
+impl Store {
+    fn take(&self, req: ExportTraceServiceRequest) {
         let n: usize = req
             .resource_spans
             .iter()
@@ -47,9 +43,7 @@ impl TraceService for Store {
         self.count
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         if self.count_only {
-            return Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }));
+            return;
         }
         let mut got = self.spans.lock().unwrap();
         for rs in req.resource_spans {
@@ -63,6 +57,16 @@ impl TraceService for Store {
                 }
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Store {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.take(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -88,6 +92,45 @@ impl Receiver {
             ..Store::default()
         })
         .await
+    }
+
+    /// An OTLP/HTTP (protobuf) receiver: `POST /v1/traces`.
+    pub async fn start_http() -> Receiver {
+        use axum::body::Bytes;
+        use prost::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let store = Store::default();
+        let s = store.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: Bytes| {
+                let s = s.clone();
+                async move {
+                    match ExportTraceServiceRequest::decode(body) {
+                        Ok(req) => {
+                            s.take(req);
+                            (
+                                axum::http::StatusCode::OK,
+                                ExportTraceServiceResponse {
+                                    partial_success: None,
+                                }
+                                .encode_to_vec(),
+                            )
+                        }
+                        Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
+                    }
+                }
+            }),
+        );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            addr,
+            store,
+            _server: server,
+        }
     }
 
     async fn listen(store: Store) -> Receiver {
