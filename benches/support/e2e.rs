@@ -75,8 +75,17 @@ type TracedKey = (Option<f64>, bool);
 /// One traced case's run: its key and figures.
 type TracedRun = (TracedKey, Result<RelayFigures, String>);
 
-/// Runs per `Traced` case (median reported), interleaved with the group's other traced cases.
+/// Runs per `Traced` case (median reported), interleaved with the group's other traced cases;
+/// `CDC_RELAY_BENCH_TRACED_RUNS` overrides it.
 pub const TRACED_RUNS: usize = 5;
+
+fn traced_runs() -> usize {
+    std::env::var("CDC_RELAY_BENCH_TRACED_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(TRACED_RUNS)
+}
 
 impl Case {
     pub fn name(&self) -> String {
@@ -105,19 +114,23 @@ impl Case {
                 format!("relay → blackhole, produced at {fraction} × its rate")
             }
             Case::Traced { ratio: None, .. } => {
-                format!("relay → blackhole, tracing off (median of {TRACED_RUNS})")
+                format!(
+                    "relay → blackhole, tracing off (median of {})",
+                    traced_runs()
+                )
             }
             Case::Traced {
                 ratio: Some(r),
                 collector_down,
             } => format!(
-                "relay → blackhole, traced {}%{} (median of {TRACED_RUNS})",
+                "relay → blackhole, traced {}%{} (median of {})",
                 r * 100.0,
                 if *collector_down {
                     ", collector down"
                 } else {
                     ""
-                }
+                },
+                traced_runs()
             ),
         }
     }
@@ -331,7 +344,7 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
                         // Nothing listens there.
                         let down = format!("http://127.0.0.1:{}", free_port());
                         let mut runs: Vec<TracedRun> = Vec::new();
-                        for _ in 0..TRACED_RUNS {
+                        for _ in 0..traced_runs() {
                             for (r, is_down) in &keys {
                                 // A fresh group each run (its name holds the admin port).
                                 let mut c =
