@@ -137,24 +137,9 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let t = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no exit within shutdown_timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_, status) = common::signal_and_wait(&mut child, "TERM", Duration::from_secs(20))
+        .await
+        .expect("no exit within shutdown_timeout");
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
     assert!(env.committed_total(&s) < 4_000, "stopped mid-stream");
 

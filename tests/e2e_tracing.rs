@@ -55,26 +55,12 @@ impl RelayProcess {
 
     /// SIGTERM, then waits for a clean exit (the relay drains and flushes its spans).
     async fn stop(mut self) -> String {
-        let t = Instant::now();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no exit within 30 s of SIGTERM: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let exited =
+            common::signal_and_wait(&mut self.child, "TERM", Duration::from_secs(30)).await;
         let log = self.log();
+        let Some((_, status)) = exited else {
+            panic!("no exit within 30 s of SIGTERM: {log}");
+        };
         assert_eq!(status.code(), Some(0), "{log}");
         log
     }

@@ -70,24 +70,13 @@ impl LabProcess {
     }
 
     /// Sends SIGINT (Ctrl-C) and returns how long the process took to exit, and its status.
-    fn interrupt(&mut self) -> (Duration, std::process::ExitStatus) {
-        let t = Instant::now();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (t.elapsed(), st);
-            }
-            if t.elapsed() > Duration::from_secs(30) {
+    async fn interrupt(&mut self) -> (Duration, std::process::ExitStatus) {
+        match common::signal_and_wait(&mut self.child, "INT", Duration::from_secs(30)).await {
+            Some(exit) => exit,
+            None => {
                 let _ = self.child.kill();
                 panic!("the lab did not exit within 30 s of Ctrl-C");
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -381,7 +370,7 @@ key = ["id"]
     }
 
     // Ctrl-C with the primary region still down: the lab is gone within 5 s.
-    let (took, exit) = lab.interrupt();
+    let (took, exit) = lab.interrupt().await;
     eprintln!("lab exited {took:?} after Ctrl-C with a region down");
     assert!(took < Duration::from_secs(5), "lab took {took:?} to exit");
     assert!(exit.success(), "{exit}");

@@ -223,13 +223,13 @@ pub fn init(
         endpoint: endpoint.clone(),
         message,
     };
+    // The export thread's runtime (tonic's channel also needs it when it is built).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(TelemetryError::Thread)?;
     let processor = match settings.protocol {
         OtlpProtocol::Grpc => {
-            // tonic's channel needs a runtime when it is built: the export thread's.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(TelemetryError::Thread)?;
             let exporter = {
                 let _g = rt.enter();
                 opentelemetry_otlp::SpanExporter::builder()
@@ -242,10 +242,6 @@ pub fn init(
             Exporting::start(rt, exporter, settings)?
         }
         OtlpProtocol::HttpProtobuf => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(TelemetryError::Thread)?;
             let client = reqwest::Client::builder()
                 .timeout(settings.export_timeout)
                 .build()

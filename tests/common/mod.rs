@@ -669,3 +669,29 @@ pub fn free_port() -> u16 {
 pub fn read_text(p: &std::path::Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// Sends `signal` (`TERM`, `INT`) to `child` and waits up to `within` for it to exit: how long it
+/// took and its status, or `None` if it is still running.
+pub async fn signal_and_wait(
+    child: &mut std::process::Child,
+    signal: &str,
+    within: Duration,
+) -> Option<(Duration, std::process::ExitStatus)> {
+    let t = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some((t.elapsed(), st));
+        }
+        if t.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
