@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -97,6 +97,9 @@ pub struct RegionConfig {
     /// librdkafka properties for this cluster (security), applied over `kafka.properties`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// A properties file for this cluster (secrets), merged over `properties` at load.
+    #[serde(default)]
+    pub properties_file: Option<PathBuf>,
     /// Topic names on this cluster are `topic_prefix + <source topic>` (cluster-link mirror
     /// topics carry a prefix; the primary's usually none).
     #[serde(default)]
@@ -273,6 +276,10 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through verbatim (security, timeouts, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// A Java-style properties file (`key=value` lines, `#` comments) merged over `properties`
+    /// when the config loads: secrets such as `sasl.password` from a mounted Kubernetes Secret.
+    #[serde(default)]
+    pub properties_file: Option<PathBuf>,
 }
 
 fn default_group_id() -> String {
@@ -339,6 +346,11 @@ pub struct DynamoDbConfig {
     /// Per-request timeout (the SDK's operation timeout).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The one region whose DynamoDB endpoint every pod of the group writes (state tables and
+    /// the control table), before and after a Kafka failover; default `aws.region`. Required
+    /// with `[regions]`: global tables evaluate a condition only in the region that receives the
+    /// write, so the version guard and the epoch hold only with a single write region.
+    pub write_region: Option<String>,
     /// Backoff of retryable errors. DynamoDB is required: retries never stop (`budget` unused).
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
@@ -351,6 +363,7 @@ impl Default for DynamoDbConfig {
             max_item_bytes: DYNAMODB_MAX_ITEM_BYTES,
             linger: Duration::from_millis(5),
             request_timeout: Duration::from_secs(10),
+            write_region: None,
             retry: RetryConfig {
                 max: Duration::from_secs(10),
                 ..RetryConfig::default()
@@ -664,6 +677,45 @@ impl ConfigError {
     }
 }
 
+/// A Java-style properties file: `key=value` (or `key: value`) lines; blank lines and lines
+/// starting with `#` or `!` are skipped. Values are not echoed in errors (they hold secrets).
+fn read_properties(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once(['=', ':']) else {
+            return Err(format!(
+                "{} line {}: expected key=value",
+                path.display(),
+                n + 1
+            ));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{} line {}: empty key", path.display(), n + 1));
+        }
+        out.insert(k.to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// Whether `r` has the shape of an AWS region name: `us-west-2`, `eu-central-1`,
+/// `us-gov-west-1`, `ap-southeast-5`.
+fn is_aws_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+}
+
 /// The environment-variable prefix of overrides: `CDC_RELAY__KAFKA__GROUP_ID=x` sets `kafka.group_id`.
 pub const ENV_PREFIX: &str = "CDC_RELAY__";
 
@@ -687,7 +739,7 @@ impl Config {
     }
 
     fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let cfg: Config = fig.extract().map_err(|e| {
+        let mut cfg: Config = fig.extract().map_err(|e| {
             ConfigError::Invalid(
                 e.into_iter()
                     .map(|e| Problem {
@@ -701,12 +753,44 @@ impl Config {
                     .collect(),
             )
         })?;
-        let problems = cfg.validate();
+        let mut problems = cfg.merge_properties_files();
+        problems.extend(cfg.validate());
         if problems.is_empty() {
             Ok(cfg)
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// Merges each `properties_file` over its `properties` (the file wins); a file that cannot
+    /// be read or parsed is a problem naming its key.
+    fn merge_properties_files(&mut self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut merge = |key: &str, file: &Option<PathBuf>, into: &mut BTreeMap<String, String>| {
+            let Some(path) = file else { return };
+            match read_properties(path) {
+                Ok(props) => into.extend(props),
+                Err(why) => problems.push(Problem {
+                    key: key.into(),
+                    why,
+                }),
+            }
+        };
+        merge(
+            "kafka.properties_file",
+            &self.kafka.properties_file,
+            &mut self.kafka.properties,
+        );
+        if let Some(r) = &mut self.regions {
+            for (side, rc) in [("primary", &mut r.primary), ("secondary", &mut r.secondary)] {
+                merge(
+                    &format!("regions.{side}.properties_file"),
+                    &rc.properties_file,
+                    &mut rc.properties,
+                );
+            }
+        }
+        problems
     }
 
     /// Every semantic problem, each naming its key.
@@ -821,6 +905,24 @@ impl Config {
             bad(
                 "failover.control_table",
                 "automatic failover needs a control table (the shared decision), or allow_local_decision = true",
+            );
+        }
+        // Global tables (README "Global tables and the version guard").
+        let d = &self.dynamodb;
+        if let Some(r) = &d.write_region
+            && !is_aws_region(r)
+        {
+            bad(
+                "dynamodb.write_region",
+                &format!("{r:?} is not an AWS region name (like us-west-2)"),
+            );
+        }
+        let writes_dynamodb =
+            self.routes.iter().any(|r| r.table.is_some()) || f.control_table.is_some();
+        if self.regions.is_some() && writes_dynamodb && d.write_region.is_none() {
+            bad(
+                "dynamodb.write_region",
+                "a two-region relay must name the one region whose DynamoDB every pod of the group writes, the same in both regions' deployments: a global table evaluates a condition only in the region that receives the write and replicates last-writer-wins, so the version guard and the failover epoch hold only with one write region",
             );
         }
         if k.group_id.trim().is_empty() {
@@ -1355,6 +1457,94 @@ mod tests {
         assert_eq!(c.events_for(&c.routes[0]), None, "no section, no events");
     }
 
+    /// Two regions writing DynamoDB must name one write region; it must look like a region.
+    #[test]
+    fn global_tables_need_one_write_region() {
+        let cfg = |dynamodb: &str| {
+            format!(
+                r#"
+            [kafka]
+            topics = ["t"]
+            [schema_registry]
+            url = "http://127.0.0.1:8081"
+            [[routes]]
+            topic = "t"
+            table = "customers"
+            key = ["id"]
+            [regions.primary]
+            name = "us-west-2"
+            bootstrap_servers = "w:9092"
+            [regions.secondary]
+            name = "us-east-1"
+            bootstrap_servers = "e:9092"
+            [failover]
+            control_table = "ctl"
+            [dynamodb]
+            {dynamodb}
+            "#
+            )
+        };
+        let err = Config::from_toml(&cfg("")).unwrap_err().to_string();
+        assert!(
+            err.contains("dynamodb.write_region") && err.contains("one region"),
+            "{err}"
+        );
+        let c = Config::from_toml(&cfg("write_region = \"us-east-1\"")).unwrap();
+        assert_eq!(c.dynamodb.write_region.as_deref(), Some("us-east-1"));
+        for bad in ["west", "US-WEST-2", "us-west", "us-west-x", "us--2"] {
+            let err = Config::from_toml(&cfg(&format!("write_region = \"{bad}\"")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not an AWS region name"), "{bad}: {err}");
+        }
+        assert!(is_aws_region("us-gov-west-1") && is_aws_region("ap-southeast-5"));
+        // One region: no rule (aws.region is the write region).
+        let one = "[kafka]\nbootstrap_servers = \"b:9092\"\ntopics = [\"t\"]\n[schema_registry]\nurl = \"http://r:8081\"\n[[routes]]\ntopic = \"t\"\ntable = \"x\"\nkey = [\"id\"]\n";
+        assert!(Config::from_toml(one).is_ok());
+    }
+
+    /// A properties file (a mounted Secret) is merged over `properties`; a missing or malformed
+    /// file is a problem naming its key, without echoing values.
+    #[test]
+    fn properties_files_merge_over_properties() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client.properties");
+        std::fs::write(
+            &file,
+            "# secrets\nsasl.password = s3cret\n\n! also a comment\nsasl.username: relay\n",
+        )
+        .unwrap();
+        let cfg = |path: &std::path::Path| {
+            format!(
+                "[kafka]\nbootstrap_servers = \"b:9092\"\ntopics = [\"t\"]\nproperties_file = \"{}\"\n[kafka.properties]\n\"sasl.username\" = \"other\"\n\"security.protocol\" = \"SASL_SSL\"\n[schema_registry]\nurl = \"http://r:8081\"\n[[routes]]\ntopic = \"t\"\ntable = \"x\"\nkey = [\"id\"]\n",
+                path.display()
+            )
+        };
+        let c = Config::from_toml(&cfg(&file)).unwrap();
+        let p = c.cluster(Side::Primary).properties;
+        assert_eq!(p["sasl.password"], "s3cret");
+        assert_eq!(p["sasl.username"], "relay", "the file wins");
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+
+        let err = Config::from_toml(&cfg(&dir.path().join("missing")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.properties_file") && err.contains("cannot read"),
+            "{err}"
+        );
+        std::fs::write(&file, "sasl.password s3cret\n").unwrap();
+        let err = Config::from_toml(&cfg(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: expected key=value") && !err.contains("s3cret"),
+            "{err}"
+        );
+        // A managed key from the file is refused like one in the TOML.
+        std::fs::write(&file, "enable.auto.commit=true\n").unwrap();
+        let err = Config::from_toml(&cfg(&file)).unwrap_err().to_string();
+        assert!(err.contains("enable.auto.commit"), "{err}");
+    }
+
     #[test]
     fn regions_are_validated_and_resolve_to_clusters() {
         let two = |extra: &str| {
@@ -1382,6 +1572,8 @@ mod tests {
             "ssl.ca.location" = "/east.pem"
             [failover]
             control_table = "ctl"
+            [dynamodb]
+            write_region = "us-west-2"
             "#
             )
         };

@@ -287,6 +287,7 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
                 name: "us-west-2".into(),
                 bootstrap_servers: bootstrap.clone(),
                 properties: Default::default(),
+                properties_file: None,
                 topic_prefix: String::new(),
                 schema_registry: Default::default(),
             },
@@ -294,6 +295,7 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
                 name: "us-east-1".into(),
                 bootstrap_servers: second.kafka.bootstrap_servers().to_string(),
                 properties: Default::default(),
+                properties_file: None,
                 topic_prefix: MIRROR_PREFIX.into(),
                 schema_registry: crate::config::RegionRegistry {
                     url: Some(second.registry.url()),
@@ -302,6 +304,8 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
             },
         });
         cfg.failover.control_table = Some(CONTROL_TABLE.into());
+        // Global tables: one write region for the group (moto serves every region).
+        cfg.dynamodb.write_region = Some("us-west-2".into());
         cfg.failover.unhealthy_after = Duration::from_secs(3);
         println!(
             "demo: second region us-east-1 at {} with mirror topics {MIRROR_PREFIX}demo.* (cluster-link emulator), its own schema registry at {}; control table {CONTROL_TABLE}",

@@ -61,6 +61,16 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Asks a running relay's admin endpoint whether it is alive (the container image's
+    /// HEALTHCHECK: the image has no curl). Exit 0 on a 2xx answer, 1 otherwise.
+    Probe {
+        /// The URL to GET.
+        #[arg(default_value = "http://127.0.0.1:9090/health")]
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Validates a config file (with CDC_RELAY__* overrides); prints every problem. Exit 0 or 2.
     CheckConfig {
         /// The TOML config file.
@@ -231,6 +241,27 @@ fn main() -> ExitCode {
     }
 }
 
+async fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let client = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("probe: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("probe: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check_config(file: &std::path::Path) -> ExitCode {
     let problems = match Config::load(file) {
         Ok(cfg) => {
@@ -256,6 +287,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
+        Cmd::Probe { url, timeout } => Ok(probe(&url, timeout).await),
         Cmd::Run { config } => run(config).await,
         Cmd::Dlq { cmd } => dlq(cmd).await,
         Cmd::Demo {

@@ -336,9 +336,12 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RelayHandle, Re
     if config.regions.is_some() {
         let control = config.failover.control_table.as_ref().map(|t| {
             let client = aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(&sdk)
-                    .timeout_config(timeouts(config.dynamodb.request_timeout))
-                    .build(),
+                aws_sdk_dynamodb::config::Builder::from(&crate::sinks::aws::dynamodb_sdk(
+                    &sdk,
+                    &config.dynamodb,
+                ))
+                .timeout_config(timeouts(config.dynamodb.request_timeout))
+                .build(),
             );
             Arc::new(crate::region::control::ControlTable::new(client, t))
         });

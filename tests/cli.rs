@@ -119,7 +119,17 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
-    std::fs::write(&path, toml::to_string(&s.cfg).unwrap()).unwrap();
+    let mut cfg = s.cfg.clone();
+    let port = common::free_port();
+    cfg.admin.listen = format!("127.0.0.1:{port}");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    // `cdc-relay probe` (the image's HEALTHCHECK): 0 while /health answers 2xx, else 1.
+    let probe = |path: &str| {
+        Command::new(BIN)
+            .args(["probe", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap()
+    };
     let mut child = Command::new(BIN)
         .arg("run")
         .arg("--config")
@@ -137,10 +147,23 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(probe("/health").status.code(), Some(0));
+    let missing = probe("/no-such-path");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("404"),
+        "{missing:?}"
+    );
     let (_, status) = common::signal_and_wait(&mut child, "TERM", Duration::from_secs(20))
         .await
         .expect("no exit within shutdown_timeout");
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+    let down = probe("/health");
+    assert_eq!(down.status.code(), Some(1), "nothing listens after exit");
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("probe:"),
+        "{down:?}"
+    );
     assert!(env.committed_total(&s) < 4_000, "stopped mid-stream");
 
     // Everything written before SIGTERM was committed: the next run replays nothing as stale.

@@ -395,3 +395,42 @@ async fn e2e_revoked_partitions_leave_the_metrics() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Global tables: with `dynamodb.write_region`, every write goes to that region's replica (here
+/// moto's us-east-1, where alone the table exists), whatever `aws.region` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2e_writes_go_to_the_write_region() {
+    let env = Env::start().await;
+    let mut plan = Plan::new("wregion", EnvelopeKind::Qlik, 100, 1_000, 7);
+    plan.create_table = false;
+    let s = env.scenario(plan).await;
+    let east = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&env.lab.sdk_config().await)
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build(),
+    );
+    cdc_relay::lab::create_table(&east, &s.table, "pk")
+        .await
+        .unwrap();
+    let mut cfg = s.cfg.clone();
+    assert_eq!(cfg.aws.region.as_deref(), Some("us-west-2"));
+    cfg.dynamodb.write_region = Some("us-east-1".into());
+    let relay = relay::start(cfg, StartOptions::default()).await.unwrap();
+    let ends = env.wait_done(&s).await;
+    assert_eq!(ends.iter().sum::<i64>(), 1_000);
+    let table = s.table.clone();
+    let v = cdc_relay::verify::verify(&east, &s.expected, move |_| table.clone(), "pk")
+        .await
+        .unwrap();
+    common::assert_exact(&v);
+    // Nothing went to aws.region: the table does not exist there.
+    let west = env.ddb.describe_table().table_name(&s.table).send().await;
+    assert!(
+        west.as_ref()
+            .err()
+            .and_then(|e| e.as_service_error())
+            .is_some_and(|e| e.is_resource_not_found_exception()),
+        "{west:?}"
+    );
+    relay.shutdown().await;
+}

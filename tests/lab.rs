@@ -229,6 +229,8 @@ checkpoint_interval = "1s"
 [aws]
 region = "us-west-2"
 endpoint_url = "{aws}"
+[dynamodb]
+write_region = "us-west-2"
 [admin]
 listen = "127.0.0.1:{admin_port}"
 [[routes]]

@@ -132,6 +132,19 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || url.contains("://[::1]")
 }
 
+/// The SDK config DynamoDB clients use: `dynamodb.write_region` when set (global tables: every
+/// pod writes one region), else the relay's. With a custom endpoint the region is only the
+/// signing region (moto and LocalStack serve every region on one endpoint).
+pub fn dynamodb_sdk(
+    sdk: &aws_config::SdkConfig,
+    cfg: &crate::config::DynamoDbConfig,
+) -> aws_config::SdkConfig {
+    match &cfg.write_region {
+        Some(r) => sdk.to_builder().region(Region::new(r.clone())).build(),
+        None => sdk.clone(),
+    }
+}
+
 /// An SDK timeout config with one sink's per-attempt timeout.
 pub fn timeouts(request_timeout: Duration) -> TimeoutConfig {
     TimeoutConfig::builder()

@@ -401,7 +401,7 @@ pub fn output_for(
 ) -> Option<Arc<dyn super::output::Output>> {
     let table = route.table.clone()?;
     let cfg = &w.config.dynamodb;
-    let sdk = w.sdk;
+    let sdk = &super::aws::dynamodb_sdk(w.sdk, cfg);
     let timeout = cfg.request_timeout;
     let client = w.shared("client:dynamodb", || {
         Client::from_conf(

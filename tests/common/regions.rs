@@ -71,6 +71,7 @@ pub async fn regions_linked(
             name: "us-west-2".into(),
             bootstrap_servers: env.bootstrap(),
             properties: Default::default(),
+            properties_file: None,
             topic_prefix: String::new(),
             schema_registry: regional(registries.0.url()),
         },
@@ -78,6 +79,7 @@ pub async fn regions_linked(
             name: "us-east-1".into(),
             bootstrap_servers: secondary.bootstrap_servers().to_string(),
             properties: Default::default(),
+            properties_file: None,
             topic_prefix: PREFIX.into(),
             schema_registry: regional(registries.1.url()),
         },
@@ -90,6 +92,8 @@ pub async fn regions_linked(
         checkpoint_interval: Duration::from_secs(1),
         ..Default::default()
     };
+    // Global tables: one write region for the group (moto serves every region).
+    s.cfg.dynamodb.write_region = Some("us-west-2".into());
     assert!(s.cfg.validate().is_empty(), "{:?}", s.cfg.validate());
 
     Regions {
