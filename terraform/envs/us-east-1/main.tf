@@ -27,37 +27,16 @@ module "key" {
   description = "cdc-relay: bus and DLQ in us-east-1"
 }
 
-module "bus" {
-  source             = "../../modules/eventbridge"
-  bus_name           = var.bus_name
-  kms_key_arn        = module.key.arn
-  forward_to_bus_arn = var.forward_events_to_bus_arn
-}
-
-module "dlq" {
-  source        = "../../modules/sqs-dlq"
-  name          = "cdc-relay-dlq-us-east-1"
-  kms_key_arn   = module.key.arn
-  alarm_actions = var.alarm_actions
-}
-
-module "eks" {
-  source       = "../../modules/eks-app"
-  cluster_name = var.eks_cluster_name
-}
-
-module "relay_iam" {
-  source            = "../../modules/relay-iam"
-  name              = "cdc-relay-us-east-1"
-  oidc_provider_arn = module.eks.oidc_provider_arn
-  oidc_issuer       = module.eks.oidc_issuer
-  state_table_arns  = [for t in data.aws_dynamodb_table.state : t.arn]
-  control_table_arn = data.aws_dynamodb_table.control.arn
-  write_modes       = var.write_modes
-  event_bus_arns    = [module.bus.bus_arn]
-  dlq_queue_arn     = module.dlq.queue_arn
-  kms_key_arns = concat(
-    [module.key.arn],
-    distinct([for t in data.aws_dynamodb_table.state : t.server_side_encryption[0].kms_key_arn]),
-  )
+module "relay" {
+  source                    = "../../modules/relay-region"
+  region                    = "us-east-1"
+  eks_cluster_name          = var.eks_cluster_name
+  kms_key_arn               = module.key.arn
+  state_table_arns          = [for t in data.aws_dynamodb_table.state : t.arn]
+  control_table_arn         = data.aws_dynamodb_table.control.arn
+  table_kms_key_arns        = distinct([for t in data.aws_dynamodb_table.state : t.server_side_encryption[0].kms_key_arn])
+  write_modes               = var.write_modes
+  bus_name                  = var.bus_name
+  forward_events_to_bus_arn = var.forward_events_to_bus_arn
+  alarm_actions             = var.alarm_actions
 }

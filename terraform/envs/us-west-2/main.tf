@@ -30,36 +30,18 @@ module "tables" {
   replica_kms_key_arn = module.replica_key.arn
 }
 
-module "bus" {
-  source             = "../../modules/eventbridge"
-  bus_name           = var.bus_name
-  kms_key_arn        = module.key.arn
-  forward_to_bus_arn = var.forward_events_to_bus_arn
-}
-
-module "dlq" {
-  source        = "../../modules/sqs-dlq"
-  name          = "cdc-relay-dlq-us-west-2"
-  kms_key_arn   = module.key.arn
-  alarm_actions = var.alarm_actions
-}
-
-module "eks" {
-  source       = "../../modules/eks-app"
-  cluster_name = var.eks_cluster_name
-}
-
 # dynamodb.write_region = "us-west-2" (k8s/base/config.toml): the relay writes the tables here,
 # from both regions.
-module "relay_iam" {
-  source            = "../../modules/relay-iam"
-  name              = "cdc-relay-us-west-2"
-  oidc_provider_arn = module.eks.oidc_provider_arn
-  oidc_issuer       = module.eks.oidc_issuer
-  state_table_arns  = module.tables.state_table_arns
-  control_table_arn = module.tables.control_table_arn
-  write_modes       = var.write_modes
-  event_bus_arns    = [module.bus.bus_arn]
-  dlq_queue_arn     = module.dlq.queue_arn
-  kms_key_arns      = [module.key.arn]
+module "relay" {
+  source                    = "../../modules/relay-region"
+  region                    = "us-west-2"
+  eks_cluster_name          = var.eks_cluster_name
+  kms_key_arn               = module.key.arn
+  state_table_arns          = module.tables.state_table_arns
+  control_table_arn         = module.tables.control_table_arn
+  table_kms_key_arns        = [module.key.arn]
+  write_modes               = var.write_modes
+  bus_name                  = var.bus_name
+  forward_events_to_bus_arn = var.forward_events_to_bus_arn
+  alarm_actions             = var.alarm_actions
 }

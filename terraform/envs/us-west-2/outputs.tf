@@ -1,6 +1,6 @@
 output "relay_role_arn" {
   description = "k8s/overlays/us-west-2/serviceaccount.yaml: eks.amazonaws.com/role-arn."
-  value       = module.relay_iam.role_arn
+  value       = module.relay.relay_role_arn
 }
 
 output "state_table_arns" {
