@@ -1,7 +1,8 @@
 //! Configuration: a TOML file plus `CDC_RELAY__SECTION__KEY` environment overrides, validated.
 //!
-//! Loading and validation only. It must not open connections or start anything; it reports
-//! every problem at once, each naming the offending key and why (used by `check-config`).
+//! Loading and validation only. It must not open connections or start anything (the only files
+//! it reads are the config and its `properties_file`s); it reports every problem at once, each
+//! naming the offending key and why (used by `check-config`).
 
 use std::collections::BTreeMap;
 use std::fmt;
