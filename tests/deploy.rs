@@ -56,9 +56,14 @@ fn text(o: &Output) -> String {
 fn render(dir: &Path) -> (Vec<Value>, Vec<String>) {
     let out = run(Command::new("kubectl").arg("kustomize").arg(dir));
     assert!(out.status.success(), "kustomize {dir:?}: {}", text(&out));
+    validate_yaml(&out.stdout)
+}
+
+/// YAML objects through `validate.py`: the objects (as JSON), and the schema problems.
+fn validate_yaml(yaml_text: &[u8]) -> (Vec<Value>, Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let (yaml, json) = (tmp.path().join("r.yaml"), tmp.path().join("r.json"));
-    std::fs::write(&yaml, &out.stdout).unwrap();
+    std::fs::write(&yaml, yaml_text).unwrap();
     let v = run(Command::new(venv("python"))
         .arg(root().join("tests/deploy/validate.py"))
         .arg(KUBERNETES)
@@ -533,16 +538,7 @@ fn rendered_prometheus_rule_passes_promtool() {
     assert!(text(&out).contains("8 rules found"), "{}", text(&out));
     // The broken fixture rule of tests/observability.rs, wrapped the same way, fails.
     let broken = common::read_text(&root().join("tests/fixtures/broken-alerts.yaml"));
-    let tmp = tempfile::tempdir().unwrap();
-    let y = tmp.path().join("r.yaml");
-    let j = tmp.path().join("r.json");
-    std::fs::write(&y, prometheus_rule(&broken)).unwrap();
-    let _ = run(Command::new(venv("python"))
-        .arg(root().join("tests/deploy/validate.py"))
-        .arg(KUBERNETES)
-        .arg(&y)
-        .arg(&j));
-    let objs: Vec<Value> = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
+    let (objs, _) = validate_yaml(prometheus_rule(&broken).as_bytes());
     let out = promtool_check(object(&objs, "PrometheusRule"));
     assert!(!out.status.success(), "{}", text(&out));
 }
