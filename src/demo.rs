@@ -238,6 +238,7 @@ pub async fn run(opts: DemoOptions) -> Result<(usize, usize), DemoError> {
         topic_prefix: "demo.".into(),
         keys_per_table: opts.keys_per_table,
         records: opts.records,
+        first_record: 0,
         seed: opts.seed,
         rate: None,
         mix: OpMix::default(),

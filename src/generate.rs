@@ -116,6 +116,12 @@ pub struct GenerateSpec {
     pub topic_prefix: String,
     pub keys_per_table: u32,
     pub records: u64,
+    /// The number of this run's first record (0 for a new stream). A run that continues an
+    /// earlier run's stream on the same topics starts at the records produced before it, so its
+    /// versions (`_seq`, source timestamps) follow them and its expected state can be laid over
+    /// the earlier one (`ExpectedState::overlay`). Keys start out unknown to the continuing run:
+    /// its first change of a key is an INSERT, which the relay applies like any newer version.
+    pub first_record: u64,
     pub seed: u64,
     /// Records per second; `None` = as fast as the broker takes them.
     pub rate: Option<u32>,
@@ -177,6 +183,15 @@ impl ExpectedState {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Lays the expected state of a later run on the same stream (`GenerateSpec::first_record`
+    /// past this one's records) over this one: the later run's items are newer versions, so they
+    /// replace this run's items of the same key; the keys it never touched keep this run's items.
+    pub fn overlay(&mut self, later: ExpectedState) {
+        for (table, items) in later.tables {
+            self.tables.entry(table).or_default().extend(items);
+        }
     }
 
     pub fn write_jsonl(&self, path: &Path) -> Result<(), GenerateError> {
@@ -436,7 +451,7 @@ pub async fn generate(
     // The first offset this run wrote to each (topic, partition).
     let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let total_weight = spec.mix.update + spec.mix.delete + spec.mix.refresh;
-    for n in 0..spec.records {
+    for n in spec.first_record..spec.first_record.saturating_add(spec.records) {
         if spec.tables.is_empty() || spec.keys_per_table == 0 {
             break;
         }
@@ -539,7 +554,7 @@ pub async fn generate(
             collect(&mut pending, &mut planned, spec, &mut first).await?;
         }
         if let Some(rate) = spec.rate {
-            let due = Duration::from_secs_f64((n + 1) as f64 / f64::from(rate.max(1)));
+            let due = Duration::from_secs_f64(report.records as f64 / f64::from(rate.max(1)));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
@@ -674,6 +689,7 @@ pub fn sample_payloads(
         topic_prefix: String::new(),
         keys_per_table: 1000,
         records: count,
+        first_record: 0,
         seed: 1,
         rate: None,
         mix: OpMix::default(),
@@ -859,5 +875,38 @@ fn op_index(op: Op) -> u32 {
         Op::Update => 1,
         Op::Delete => 2,
         Op::Refresh => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(items: &[(&str, &str, i64)]) -> ExpectedState {
+        let mut s = ExpectedState::default();
+        for (table, pk, v) in items {
+            s.tables.entry(table.to_string()).or_default().insert(
+                pk.to_string(),
+                BTreeMap::from([("v".to_string(), Value::Number(v.to_string()))]),
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn overlay_replaces_keys_the_later_run_touched_and_keeps_the_rest() {
+        let mut earlier = state(&[("a", "k1", 1), ("a", "k2", 2), ("b", "k1", 3)]);
+        earlier.overlay(state(&[("a", "k2", 20), ("c", "k9", 90)]));
+        assert_eq!(
+            earlier.tables,
+            state(&[
+                ("a", "k1", 1),
+                ("a", "k2", 20),
+                ("b", "k1", 3),
+                ("c", "k9", 90)
+            ])
+            .tables
+        );
+        assert_eq!(earlier.len(), 4);
     }
 }

@@ -358,6 +358,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 topic_prefix,
                 keys_per_table: keys,
                 records,
+                first_record: 0,
                 seed,
                 rate,
                 mix: Default::default(),

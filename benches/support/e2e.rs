@@ -230,6 +230,7 @@ pub async fn run(relay_bin: &Path, groups: &[Group]) -> Result<Vec<Measured>, Be
             topic_prefix: "bench.".into(),
             keys_per_table: 10_000,
             records: g.records,
+            first_record: 0,
             seed: 7 + i as u64,
             rate: None,
             mix: OpMix::default(),
