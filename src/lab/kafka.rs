@@ -35,6 +35,7 @@ enum Cmd {
     BrokerDown(i32, Reply),
     BrokerUp(i32, Reply),
     Leader(String, i32, i32, Reply),
+    Coordinator(String, i32, Reply),
     RoundTrip(i32, Duration, Reply),
     PushErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
     ClearErrors(RDKafkaApiKey, Reply),
@@ -51,6 +52,8 @@ pub struct MockState {
     pub round_trip_ms: BTreeMap<i32, u64>,
     /// `topic/partition` → leader broker, for leaders moved by hand.
     pub leaders: BTreeMap<String, i32>,
+    /// Consumer group → coordinator broker, for coordinators set by hand.
+    pub coordinators: BTreeMap<String, i32>,
     /// API → errors pushed (each fails one request of that API, in order; a request may use
     /// them up without this being known here).
     pub injected_errors: BTreeMap<String, Vec<String>>,
@@ -210,6 +213,11 @@ impl MockKafka {
                         Cmd::Leader(t, p, b, reply) => {
                             let _ = reply.send(kafka(cluster.partition_leader(&t, p, Some(b))));
                         }
+                        Cmd::Coordinator(g, b, reply) => {
+                            let _ = reply.send(kafka(
+                                cluster.coordinator(rdkafka::mocking::MockCoordinator::Group(g), b),
+                            ));
+                        }
                         Cmd::RoundTrip(b, d, reply) => {
                             let _ = reply.send(kafka(cluster.broker_round_trip_time(b, d)));
                         }
@@ -324,6 +332,18 @@ impl MockKafka {
         self.call(|tx| Cmd::Leader(topic.to_string(), partition, broker, tx))?;
         self.note(|s| {
             s.leaders.insert(format!("{topic}/{partition}"), broker);
+        });
+        Ok(())
+    }
+
+    /// Makes `broker` the coordinator of consumer group `group` (otherwise the mock picks one by
+    /// hashing the group id), so a test can take other brokers down without taking the group's
+    /// joins and commits with them.
+    pub fn group_coordinator(&self, group: &str, broker: i32) -> Result<(), MockError> {
+        self.broker(broker)?;
+        self.call(|tx| Cmd::Coordinator(group.to_string(), broker, tx))?;
+        self.note(|s| {
+            s.coordinators.insert(group.to_string(), broker);
         });
         Ok(())
     }

@@ -52,6 +52,9 @@ pub struct LinkOptions {
 #[derive(Debug, Default)]
 struct Control {
     paused: AtomicBool,
+    /// Set by the worker once it saw `paused` and flushed what it had copied: from then on
+    /// nothing reaches the target until `resume`.
+    pause_seen: AtomicBool,
     /// Extra delay per copied record, in microseconds (a slow link).
     delay_us: AtomicU64,
     stop: AtomicBool,
@@ -79,9 +82,20 @@ impl ClusterLink {
         })
     }
 
-    /// Stops copying and syncing (records pile up on the source: link lag).
+    /// Stops copying and syncing (records pile up on the source: link lag). Returns once the
+    /// link has stopped: every record it copied is on the target, and a record produced to the
+    /// source after this returns stays there until `resume` (at most 10 s of waiting, for a
+    /// worker stuck flushing to a dead target).
     pub fn pause(&self) {
+        self.ctl.pause_seen.store(false, Ordering::Release);
         self.ctl.paused.store(true, Ordering::Release);
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.ctl.pause_seen.load(Ordering::Acquire)
+            && Instant::now() < until
+            && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     pub fn resume(&self) {
@@ -197,12 +211,19 @@ impl Worker {
             if self.ctl.stop.load(Ordering::Acquire) {
                 return;
             }
+            if self.ctl.paused.load(Ordering::Acquire) {
+                self.ctl.pause_seen.store(true, Ordering::Release);
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
         let mut last_sync = Instant::now();
         while !self.ctl.stop.load(Ordering::Acquire) {
             if self.ctl.paused.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(20));
+                if !self.ctl.pause_seen.load(Ordering::Acquire) {
+                    let _ = self.producer.flush(Duration::from_secs(5));
+                    self.ctl.pause_seen.store(true, Ordering::Release);
+                }
+                std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
             if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) {

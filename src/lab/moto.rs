@@ -220,11 +220,36 @@ impl Moto {
 
     /// Freezes the server (SIGSTOP) with its data: connections are accepted by the kernel but
     /// nothing answers, so clients time out — an AWS endpoint that stopped responding.
+    ///
+    /// Returns once the kernel shows the process stopped: SIGSTOP is delivered asynchronously,
+    /// and a caller that acts on "frozen" (produces records the outage must block, say) must not
+    /// race the last requests moto still answers.
     pub fn pause(&self) -> std::io::Result<()> {
         self.signal("-STOP")?;
         self.frozen
             .store(true, std::sync::atomic::Ordering::Release);
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.process_state().is_some_and(|s| s != 'T' && s != 't') {
+            if Instant::now() > until {
+                return Err(std::io::Error::other(
+                    "moto did not stop within 5 s of SIGSTOP",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         Ok(())
+    }
+
+    /// The process's state letter from `/proc/<pid>/stat` (`T` = stopped), or `None` where the
+    /// kernel does not show it (no procfs).
+    fn process_state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .next()?
+            .chars()
+            .next()
     }
 
     /// Resumes a paused server (SIGCONT); it answers what queued up meanwhile.
