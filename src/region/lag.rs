@@ -24,6 +24,10 @@ pub struct PartitionLag {
     pub messages: i64,
     /// 0 when nothing is missing; otherwise the age of the oldest unmirrored record.
     pub seconds: f64,
+    /// The clock reading (ms since the epoch) the age was taken against, read before the
+    /// watermarks: the figures describe the clusters as of this instant or later (`/status`
+    /// shows it, so a reader can tell how fresh the lag is).
+    pub measured_at_ms: i64,
 }
 
 /// Lag from the two high watermarks and the timestamp of the primary record at the secondary's
@@ -153,6 +157,7 @@ impl LagProbe {
                     secondary_high: sh,
                     messages: 0,
                     seconds: 0.0,
+                    measured_at_ms: now_ms,
                 });
             }
         }
