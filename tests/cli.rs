@@ -114,8 +114,8 @@ fn check_config_lists_every_problem_and_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e2e_sigterm_drains_commits_and_exits_zero() {
     let env = Env::start().await;
-    let s = env
-        .scenario(Plan::new("sig", EnvelopeKind::Qlik, 200, 4_000, 9))
+    let mut s = env
+        .scenario(Plan::new("sig", EnvelopeKind::Qlik, 200, 2_000, 9))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
@@ -164,7 +164,8 @@ async fn e2e_sigterm_drains_commits_and_exits_zero() {
         String::from_utf8_lossy(&down.stderr).contains("probe:"),
         "{down:?}"
     );
-    assert!(env.committed_total(&s) < 4_000, "stopped mid-stream");
+    // The stream goes on after the stop (by construction, whatever the machine's speed).
+    env.produce_more(&mut s, 2_000).await;
 
     // Everything written before SIGTERM was committed: the next run replays nothing as stale.
     let r = relay::start(s.cfg.clone(), StartOptions::default())

@@ -182,6 +182,9 @@ async fn e2e_every_documented_dashboard_and_alert_metric_is_exported() {
         "{}",
         resp.text().await.unwrap()
     );
+    // Records after the switch (mirrored to the secondary), so the first one processed there
+    // exports its metric however far the relay got before the switch.
+    env.produce_more(&mut s, 300).await;
 
     // A second relay without a DLQ, stopped at a poison record (the stop's metrics).
     let stop_topic = "cdc.obsstop";

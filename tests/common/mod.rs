@@ -216,6 +216,7 @@ key = ["id"]
             topic_prefix: topic_prefix.to_string(),
             keys_per_table: keys,
             records,
+            first_record: 0,
             seed,
             rate: None,
             mix: OpMix::default(),
@@ -341,8 +342,15 @@ pub struct Scenario {
     pub table: String,
     pub group: String,
     pub cfg: Config,
+    /// The expected final state of everything produced so far (`produce_more` lays its part
+    /// over it).
     pub expected: ExpectedState,
+    /// The report of the first part.
     pub report: cdc_relay::generate::GenerateReport,
+    /// The generator's spec of the first part (`produce_more` continues it).
+    pub spec: GenerateSpec,
+    /// Records of the stream produced so far, over every part.
+    pub produced: u64,
 }
 
 pub const PARTITIONS: i32 = 3;
@@ -373,6 +381,7 @@ impl Env {
         spec.format = plan.format;
         let (report, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
         assert_eq!(report.records, plan.records);
+        let produced = report.records;
         let cfg = self.config(
             &group,
             &topic,
@@ -388,7 +397,18 @@ impl Env {
             cfg,
             expected,
             report,
+            spec,
+            produced,
         }
+    }
+
+    /// Produces `records` more changes of the scenario's stream onto its topic, with versions
+    /// that follow everything produced before, and lays their expected state over the
+    /// scenario's. Tests whose premise is "the relay is stopped (or held) mid-stream" produce the
+    /// rest of the stream only after the stop, so the premise holds however fast the machine is.
+    pub async fn produce_more(&self, s: &mut Scenario, records: u64) {
+        let registry = self.lab.registry.url();
+        produce_more_to(s, records, &self.bootstrap(), &registry, "cdc.").await;
     }
 
     /// Records committed by the scenario's group, over all partitions.
@@ -427,6 +447,114 @@ impl Env {
             .unwrap();
         assert_exact(&v);
         v
+    }
+}
+
+/// Produces `records` more changes of `s`'s stream onto `<topic_prefix><name>` on the cluster at
+/// `bootstrap` (registering the schema with the registry at `registry_url`), continuing its
+/// versions, and lays their expected state over `s.expected`.
+pub async fn produce_more_to(
+    s: &mut Scenario,
+    records: u64,
+    bootstrap: &str,
+    registry_url: &str,
+    topic_prefix: &str,
+) {
+    let mut spec = s.spec.clone();
+    spec.bootstrap_servers = bootstrap.to_string();
+    spec.registry.url = Some(registry_url.to_string());
+    spec.topic_prefix = topic_prefix.to_string();
+    spec.records = records;
+    spec.first_record = s.produced;
+    spec.seed = s.spec.seed.wrapping_mul(1_000_003).wrapping_add(s.produced);
+    let (report, expected) = cdc_relay::generate::generate(&spec).await.unwrap();
+    assert_eq!(report.records, records);
+    s.expected.overlay(expected);
+    s.produced += records;
+}
+
+/// What `replay_from_zero` saw.
+pub struct Replayed {
+    pub relay: cdc_relay::relay::RelayHandle,
+    /// Table scans taken while the replay ran.
+    pub samples: usize,
+    /// Of those, the scans taken while the last partition was held back, so with part of the
+    /// replay still to come (at least one, by construction).
+    pub mid_samples: usize,
+}
+
+/// Resets `s`'s group to offset 0 and replays the whole stream with a relay started from `cfg`,
+/// scanning the table continuously and handing each scan to `sample`, until every partition is
+/// committed to its end again and the relay has finished every record.
+///
+/// At least one scan lands in the middle of the replay by construction, not by speed: the last
+/// partition's leader is moved to a broker that is down (the group's coordinator and the other
+/// leaders stay on brokers that are up) until the other partitions are replayed and sampled.
+pub async fn replay_from_zero(
+    env: &Env,
+    s: &Scenario,
+    cfg: Config,
+    mut sample: impl FnMut(&cdc_relay::verify::TableItems),
+) -> Replayed {
+    let kafka = &env.lab.kafka;
+    let held = PARTITIONS - 1;
+    let ends = env.end_offsets(&s.topic, PARTITIONS);
+    env.reset_group(&s.group, &s.topic, PARTITIONS, 0);
+    kafka.group_coordinator(&s.group, 1).unwrap();
+    for p in 0..held {
+        kafka.partition_leader(&s.topic, p, 1).unwrap();
+    }
+    kafka.partition_leader(&s.topic, held, 3).unwrap();
+    kafka.broker_down(3).unwrap();
+    let relay = cdc_relay::relay::start(cfg, cdc_relay::relay::StartOptions::default())
+        .await
+        .unwrap();
+    let scan = || cdc_relay::verify::scan_table(&env.ddb, &s.table, "pk");
+    let (mut samples, mut mid_samples) = (0, 0);
+    let until = Instant::now() + DONE_TIMEOUT;
+    // Phase 1: every partition but the held one replays.
+    loop {
+        sample(&scan().await.unwrap());
+        samples += 1;
+        mid_samples += 1;
+        let c = env.committed(&s.group, &s.topic, PARTITIONS);
+        assert_eq!(c[held as usize], Some(0), "the held partition moved: {c:?}");
+        if (0..held as usize).all(|p| c[p] == Some(ends[p])) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the replay did not finish: {c:?} of {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Mid-replay: the held partition is still to come.
+    sample(&scan().await.unwrap());
+    samples += 1;
+    mid_samples += 1;
+    kafka.broker_up(3).unwrap();
+    // Phase 2: the held partition replays too.
+    loop {
+        sample(&scan().await.unwrap());
+        samples += 1;
+        let c = env.committed(&s.group, &s.topic, PARTITIONS);
+        let done = ["written", "stale", "skipped", "superseded", "dead_lettered"]
+            .iter()
+            .map(|k| count(&relay, k))
+            .sum::<u64>();
+        if c.iter().zip(&ends).all(|(c, e)| *c == Some(*e)) && done == s.produced {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the replay did not finish: {c:?} of {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Replayed {
+        relay,
+        samples,
+        mid_samples,
     }
 }
 

@@ -37,9 +37,19 @@ pub async fn regions_linked(
     seed: u64,
     tweak: impl FnOnce(&mut LinkOptions),
 ) -> Regions {
+    regions_sized(name, seed, 6_000, tweak).await
+}
+
+/// As `regions_linked`, with a first part of `records` records (300 keys).
+pub async fn regions_sized(
+    name: &'static str,
+    seed: u64,
+    records: u64,
+    tweak: impl FnOnce(&mut LinkOptions),
+) -> Regions {
     let env = Env::start().await;
     let mut s = env
-        .scenario(Plan::new(name, EnvelopeKind::Qlik, 300, 6_000, seed))
+        .scenario(Plan::new(name, EnvelopeKind::Qlik, 300, records, seed))
         .await;
     let secondary = MockKafka::start(3).unwrap();
     let mirror = format!("{PREFIX}{}", s.topic);
