@@ -355,8 +355,9 @@ key = ["id"]
         String::from_utf8_lossy(&verdict.stdout)
     );
     // The switch is reported at the region-health actor's next probe (its figures are exact: taken
-    // from when the assignment finished); the relay may finish the stream before that.
-    let until = Instant::now() + Duration::from_secs(5);
+    // from when the assignment finished); the relay may finish the stream before that. A poll with
+    // a generous deadline: the figures are checked, not how soon a loaded machine reports them.
+    let until = Instant::now() + Duration::from_secs(30);
     loop {
         let st = status().await;
         let sw = &st["region"]["last_switch"];
