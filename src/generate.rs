@@ -19,9 +19,72 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EnvelopeKind, ValueFormat};
-use crate::decode::avro::{encode_datum, frame_wire};
 use crate::decode::registry::{RegistryClient, RegistryError};
-use crate::event::{Op, Seq, Value};
+use crate::event::Value;
+
+/// The attributes the relay adds to every item (DESIGN §5), spelled here on their own rather than
+/// taken from the relay's constants, so a renamed attribute shows as a difference.
+pub const ATTR_SEQ: &str = "_seq";
+pub const ATTR_OP: &str = "_op";
+pub const ATTR_DELETED: &str = "_deleted";
+pub const ATTR_TS: &str = "_ts";
+pub const ATTR_SRC: &str = "_src";
+
+/// A change the generator plans (its own vocabulary: the relay's `event::Op` is not used, so a
+/// wrong spelling there shows as a difference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Insert,
+    Update,
+    Delete,
+    Refresh,
+}
+
+impl Change {
+    /// The `_op` the relay must write, and the Qlik/simple envelope's operation.
+    pub fn text(self) -> &'static str {
+        match self {
+            Change::Insert => "INSERT",
+            Change::Update => "UPDATE",
+            Change::Delete => "DELETE",
+            Change::Refresh => "REFRESH",
+        }
+    }
+}
+
+/// Width of the relay's `_seq` text (DESIGN §5: 40 digits, zero-padded, so text order is
+/// numeric order).
+const SEQ_DIGITS: usize = 40;
+
+/// `_seq` of a record with a source sequence (Qlik `changeSequence`, Debezium LSN): the digits,
+/// left-padded with zeros.
+pub fn seq_of_digits(digits: &str) -> String {
+    let d = digits.trim_start_matches('0');
+    format!("{}{d}", "0".repeat(SEQ_DIGITS.saturating_sub(d.len())))
+}
+
+/// `_seq` of a record without one (the simple envelope): the source timestamp followed by the
+/// Kafka offset in 20 digits, left-padded to the width.
+pub fn seq_of_ts_and_offset(ts_ms: i64, offset: i64) -> String {
+    seq_of_digits(&format!("{}{:020}", ts_ms.max(0), offset.max(0)))
+}
+
+/// Exact decimal text of an amount in cents (scale 2, the generated `balance` column): the
+/// integer part, a point and two digits, `-` when negative (`-5` → `-0.05`).
+pub fn cents_text(c: i64) -> String {
+    let sign = if c < 0 { "-" } else { "" };
+    let a = c.unsigned_abs();
+    format!("{sign}{}.{:02}", a / 100, a % 100)
+}
+
+/// The Confluent wire format: magic byte 0, the schema id (big-endian), the Avro datum.
+fn confluent_frame(schema_id: u32, datum: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend(datum);
+    out
+}
 
 /// The generated tables' row schema (named `<table>_row`): every logical type of DESIGN §5.
 pub fn row_schema_json(table: &str) -> serde_json::Value {
@@ -304,10 +367,6 @@ struct Row {
     note: Option<String>,
 }
 
-fn cents_text(c: i64) -> String {
-    crate::decode::value::scale_decimal(&c.to_string(), 2)
-}
-
 impl Row {
     fn avro(&self) -> Avro {
         let unscaled = num_bigint::BigInt::from(self.balance_cents).to_signed_bytes_be();
@@ -374,9 +433,10 @@ impl Row {
 struct Planned {
     table: String,
     pk: String,
-    op: Op,
+    op: Change,
     item: Option<BTreeMap<String, Value>>,
-    seq: Option<Seq>,
+    /// The `_seq` text the relay must write (the simple envelope's needs the offset: set at delivery).
+    seq: Option<String>,
     ts_ms: i64,
 }
 
@@ -463,20 +523,20 @@ pub async fn generate(
         let before = rows[k].clone();
         let ts_ms = base_ms + i64::try_from(n).unwrap_or(i64::MAX / 2);
         let op = match &before {
-            None => Op::Insert,
+            None => Change::Insert,
             Some(_) => {
                 let w = rng.random_range(0..total_weight.max(1));
                 if w < spec.mix.update {
-                    Op::Update
+                    Change::Update
                 } else if w < spec.mix.update + spec.mix.delete {
-                    Op::Delete
+                    Change::Delete
                 } else {
-                    Op::Refresh
+                    Change::Refresh
                 }
             }
         };
         let after = match op {
-            Op::Delete => None,
+            Change::Delete => None,
             _ => Some(Row {
                 id: i64::try_from(k).unwrap_or(0) + 1,
                 name: format!("{table}-{k}-v{n}"),
@@ -499,10 +559,8 @@ pub async fn generate(
         let pk = (k + 1).to_string();
         let seq_digits = format!("{QLIK_SEQ_PREFIX}{:027}", n + 1);
         let seq = match spec.envelope {
-            EnvelopeKind::Qlik | EnvelopeKind::Auto => Some(
-                Seq::from_digits(&seq_digits).map_err(|e| GenerateError::Encode(e.to_string()))?,
-            ),
-            EnvelopeKind::Debezium => Some(Seq::from_u128(u128::from(n) + 1)),
+            EnvelopeKind::Qlik | EnvelopeKind::Auto => Some(seq_of_digits(&seq_digits)),
+            EnvelopeKind::Debezium => Some(seq_of_digits(&(n + 1).to_string())),
             EnvelopeKind::Simple => None,
         };
         let payload = encode(
@@ -548,7 +606,7 @@ pub async fn generate(
             .send_result(record)
             .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
         pending.push(fut);
-        *report.by_op.entry(op.as_str().to_string()).or_default() += 1;
+        *report.by_op.entry(op.text().to_string()).or_default() += 1;
         report.records += 1;
         if pending.len() >= 2000 {
             collect(&mut pending, &mut planned, spec, &mut first).await?;
@@ -572,24 +630,12 @@ pub async fn generate(
             continue;
         };
         item.insert("pk".into(), Value::String(p.pk.clone()));
-        item.insert(
-            crate::route::ATTR_SEQ.into(),
-            Value::String(seq.as_str().to_string()),
-        );
-        item.insert(
-            crate::route::ATTR_OP.into(),
-            Value::String(p.op.as_str().into()),
-        );
-        item.insert(
-            crate::route::ATTR_DELETED.into(),
-            Value::Bool(p.op == Op::Delete),
-        );
+        item.insert(ATTR_SEQ.into(), Value::String(seq));
+        item.insert(ATTR_OP.into(), Value::String(p.op.text().into()));
+        item.insert(ATTR_DELETED.into(), Value::Bool(p.op == Change::Delete));
         // The source commit time every envelope carries (Qlik `headers.timestamp`, Debezium
         // `source.ts_ms`, the simple envelope's `timestamp`), never the Kafka timestamp.
-        item.insert(
-            crate::route::ATTR_TS.into(),
-            Value::Number(p.ts_ms.to_string()),
-        );
+        item.insert(ATTR_TS.into(), Value::Number(p.ts_ms.to_string()));
         expected
             .tables
             .entry(p.table)
@@ -601,7 +647,7 @@ pub async fn generate(
         .tables
         .values()
         .flat_map(|t| t.values())
-        .filter(|i| i.get(crate::route::ATTR_DELETED) == Some(&Value::Bool(true)))
+        .filter(|i| i.get(ATTR_DELETED) == Some(&Value::Bool(true)))
         .count();
     report.elapsed_ms = started.elapsed().as_millis();
     Ok((report, expected))
@@ -659,10 +705,7 @@ async fn collect(
         if spec.envelope == EnvelopeKind::Simple
             && let Some(p) = planned.get_mut(start + i)
         {
-            p.seq = Some(Seq::from_ts_and_offset(
-                u64::try_from(p.ts_ms).unwrap_or(0),
-                d.offset,
-            ));
+            p.seq = Some(seq_of_ts_and_offset(p.ts_ms, d.offset));
         }
     }
     Ok(())
@@ -720,7 +763,7 @@ pub fn sample_payloads(
                 &spec,
                 &ids,
                 table,
-                Op::Update,
+                Change::Update,
                 Some(&before),
                 Some(&after),
                 &seq,
@@ -753,7 +796,7 @@ fn encode(
     spec: &GenerateSpec,
     schema_ids: &BTreeMap<String, (u32, apache_avro::Schema)>,
     table: &str,
-    op: Op,
+    op: Change,
     before: Option<&Row>,
     after: Option<&Row>,
     seq_digits: &str,
@@ -767,13 +810,13 @@ fn encode(
     };
     let opt_json = |r: Option<&Row>| r.map_or(serde_json::Value::Null, Row::json);
     // Qlik's DELETE carries the deleted row in `data`; Debezium's in `before`.
-    let qlik_data = if op == Op::Delete { before } else { after };
-    let qlik_before = if op == Op::Update { before } else { None };
+    let qlik_data = if op == Change::Delete { before } else { after };
+    let qlik_before = if op == Change::Update { before } else { None };
     let dbz_op = match op {
-        Op::Insert => "c",
-        Op::Update => "u",
-        Op::Delete => "d",
-        Op::Refresh => "r",
+        Change::Insert => "c",
+        Change::Update => "u",
+        Change::Delete => "d",
+        Change::Refresh => "r",
     };
     let lsn = i64::try_from(n).unwrap_or(i64::MAX);
     match spec.format {
@@ -790,7 +833,7 @@ fn encode(
                         Avro::Record(vec![
                             (
                                 "operation".into(),
-                                Avro::Enum(op_index(op), op.as_str().into()),
+                                Avro::Enum(op_index(op), op.text().into()),
                             ),
                             ("changeSequence".into(), Avro::String(seq_digits.into())),
                             ("timestamp".into(), Avro::String(qlik_timestamp(ts_ms))),
@@ -805,7 +848,7 @@ fn encode(
                 EnvelopeKind::Debezium => Avro::Record(vec![
                     (
                         "before".into(),
-                        opt_avro(if op == Op::Insert || op == Op::Refresh {
+                        opt_avro(if op == Change::Insert || op == Change::Refresh {
                             None
                         } else {
                             before
@@ -830,7 +873,7 @@ fn encode(
                         None => Avro::Union(0, Box::new(Avro::Null)),
                     };
                     Avro::Record(vec![
-                        ("operation".into(), Avro::String(op.as_str().into())),
+                        ("operation".into(), Avro::String(op.text().into())),
                         ("table_name".into(), Avro::String(table.into())),
                         ("timestamp".into(), Avro::Long(ts_ms)),
                         ("before".into(), js(before)),
@@ -838,7 +881,11 @@ fn encode(
                     ])
                 }
             };
-            Ok(frame_wire(*id, &encode_datum(schema, v).map_err(enc)?))
+            let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+                .build()
+                .and_then(|w| w.write_value_to_vec(v))
+                .map_err(|e| enc(e.to_string()))?;
+            Ok(confluent_frame(*id, datum))
         }
         ValueFormat::Json => {
             let v = match spec.envelope {
@@ -846,21 +893,21 @@ fn encode(
                     "magic": "atMSG", "type": "DT", "headers": null, "messageSchemaId": null, "messageSchema": null,
                     "message": {
                         "data": opt_json(qlik_data), "beforeData": opt_json(qlik_before),
-                        "headers": {"operation": op.as_str(), "changeSequence": seq_digits, "timestamp": qlik_timestamp(ts_ms),
+                        "headers": {"operation": op.text(), "changeSequence": seq_digits, "timestamp": qlik_timestamp(ts_ms),
                                     "streamPosition": format!("pos-{n}"), "transactionId": format!("tx-{}", n / 10)}
                     }
                 }),
                 EnvelopeKind::Debezium => serde_json::json!({
                     "schema": {"type": "struct", "name": format!("dbserver.{table}.Envelope")},
                     "payload": {
-                        "before": opt_json(if op == Op::Insert || op == Op::Refresh { None } else { before }),
+                        "before": opt_json(if op == Change::Insert || op == Change::Refresh { None } else { before }),
                         "after": opt_json(after),
                         "source": {"connector": "postgresql", "ts_ms": ts_ms, "table": table, "lsn": lsn},
                         "op": dbz_op, "ts_ms": ts_ms
                     }
                 }),
                 EnvelopeKind::Simple => serde_json::json!({
-                    "operation": op.as_str(), "table_name": table, "timestamp": ts_ms,
+                    "operation": op.text(), "table_name": table, "timestamp": ts_ms,
                     "before": before.map(|r| r.json().to_string()), "after": after.map(|r| r.json().to_string()),
                 }),
             };
@@ -869,12 +916,12 @@ fn encode(
     }
 }
 
-fn op_index(op: Op) -> u32 {
+fn op_index(op: Change) -> u32 {
     match op {
-        Op::Insert => 0,
-        Op::Update => 1,
-        Op::Delete => 2,
-        Op::Refresh => 3,
+        Change::Insert => 0,
+        Change::Update => 1,
+        Change::Delete => 2,
+        Change::Refresh => 3,
     }
 }
 
@@ -891,6 +938,37 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn decimals_are_formatted_on_their_own_at_scale_two() {
+        assert_eq!(cents_text(0), "0.00");
+        assert_eq!(cents_text(5), "0.05");
+        assert_eq!(cents_text(-5), "-0.05");
+        assert_eq!(cents_text(-10_000_000), "-100000.00");
+        assert_eq!(cents_text(123_456), "1234.56");
+        assert_eq!(cents_text(i64::MIN), "-92233720368547758.08");
+    }
+
+    #[test]
+    fn seq_texts_are_forty_digits_in_numeric_order() {
+        let qlik = format!("{QLIK_SEQ_PREFIX}{:027}", 7);
+        assert_eq!(
+            seq_of_digits(&qlik),
+            "0000020261122000000000000000000000000007"
+        );
+        assert_eq!(
+            seq_of_digits("42"),
+            "0000000000000000000000000000000000000042"
+        );
+        assert_eq!(
+            seq_of_ts_and_offset(1_790_000_000_001, 12),
+            "0000000179000000000100000000000000000012"
+        );
+        // Text order is numeric order, across widths.
+        assert!(seq_of_digits("99") < seq_of_digits("100"));
+        assert!(seq_of_ts_and_offset(5, 99_999) < seq_of_ts_and_offset(6, 0));
+        assert_eq!(seq_of_digits("42").len(), 40);
     }
 
     #[test]

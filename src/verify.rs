@@ -1,5 +1,10 @@
 //! Verification: compares the items in DynamoDB with a generator's expected final state.
-//! Used by the demo, `cdc-relay verify` and the e2e tests. Read-only: it never writes.
+//! Used by the demo, `cdc-relay verify`, the e2e tests and the chaos suite. Read-only: it never
+//! writes.
+//!
+//! Independent of the relay's write path: it reads DynamoDB attributes itself (`read_attr`) and
+//! names the relay's attributes itself (`generate::ATTR_*`), so a bug in the sink's conversion or
+//! a renamed attribute shows as a difference instead of on both sides.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::event::Value;
-use crate::generate::ExpectedState;
-use crate::route::{ATTR_SRC, ATTR_TS};
-use crate::sinks::dynamodb::from_attr;
+use crate::generate::{ATTR_SRC, ATTR_TS, ExpectedState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -41,7 +44,38 @@ impl Verdict {
     }
 }
 
-/// Every item of `table`, keyed by `pk_attribute`.
+/// A DynamoDB attribute as the oracle reads it: numbers stay exact text, sets become lists.
+pub fn read_attr(v: &AttributeValue) -> Value {
+    match v {
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::N(n) => Value::Number(n.clone()),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::B(b) => Value::Bytes(b.as_ref().to_vec()),
+        AttributeValue::L(l) => Value::List(l.iter().map(read_attr).collect()),
+        AttributeValue::M(m) => {
+            Value::Map(m.iter().map(|(k, v)| (k.clone(), read_attr(v))).collect())
+        }
+        AttributeValue::Ss(ss) => Value::List(ss.iter().cloned().map(Value::String).collect()),
+        AttributeValue::Ns(ns) => Value::List(ns.iter().cloned().map(Value::Number).collect()),
+        AttributeValue::Bs(bs) => Value::List(
+            bs.iter()
+                .map(|b| Value::Bytes(b.as_ref().to_vec()))
+                .collect(),
+        ),
+        // A type this SDK does not know: never equal to anything expected.
+        _ => Value::String(format!("<unknown attribute type {v:?}>")),
+    }
+}
+
+/// An item's partition key as text (`S` or `N`), `None` for any other type.
+fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) | Value::Number(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 /// A table's items by partition key.
 pub type TableItems = BTreeMap<String, BTreeMap<String, Value>>;
 
@@ -67,9 +101,9 @@ pub async fn scan_table(
         for item in resp.items() {
             let m: BTreeMap<String, Value> = item
                 .iter()
-                .map(|(k, v)| (k.clone(), from_attr(v)))
+                .map(|(k, v)| (k.clone(), read_attr(v)))
                 .collect();
-            if let Some(pk) = m.get(pk_attribute).and_then(Value::key_text) {
+            if let Some(pk) = m.get(pk_attribute).and_then(key_text) {
                 out.insert(pk, m);
             }
         }
@@ -180,6 +214,76 @@ mod tests {
         assert_eq!(normalize_number("007"), "7");
         assert_eq!(normalize_number("-0.00"), "0");
         assert_eq!(normalize_number("10"), "10");
+    }
+
+    /// The mistakes a relay could make in what it writes, which an oracle sharing its code would
+    /// make too: a decimal at the wrong scale, a `_seq` not padded or off by one.
+    #[test]
+    fn catches_a_wrong_decimal_scale_and_a_wrong_seq() {
+        use crate::generate::{ATTR_SEQ, cents_text, seq_of_digits};
+        let item = |balance: String, seq: String| {
+            BTreeMap::from([
+                ("pk".to_string(), Value::String("1".into())),
+                ("balance".to_string(), Value::Number(balance)),
+                (ATTR_SEQ.to_string(), Value::String(seq)),
+            ])
+        };
+        let expected = BTreeMap::from([(
+            "1".to_string(),
+            item(cents_text(123_456), seq_of_digits("77")),
+        )]);
+        let verdict = |got: BTreeMap<String, Value>| {
+            let mut v = Verdict::default();
+            compare_table(
+                "t",
+                &expected,
+                &BTreeMap::from([("1".to_string(), got)]),
+                &mut v,
+            );
+            v
+        };
+        assert!(verdict(item("1234.560".into(), seq_of_digits("77"))).is_exact());
+        for (wrong, what) in [
+            (item("123456".into(), seq_of_digits("77")), "scale 0"),
+            (item("123.456".into(), seq_of_digits("77")), "scale 3"),
+            (item("1234.56".into(), "77".into()), "unpadded _seq"),
+            (
+                item("1234.56".into(), seq_of_digits("78")),
+                "_seq off by one",
+            ),
+        ] {
+            let v = verdict(wrong);
+            assert!(!v.is_exact() && v.mismatch_count == 1, "{what}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn reads_every_attribute_type_itself() {
+        use aws_sdk_dynamodb::primitives::Blob;
+        let m = AttributeValue::M(std::collections::HashMap::from([
+            ("n".to_string(), AttributeValue::N("1.50".into())),
+            (
+                "l".to_string(),
+                AttributeValue::L(vec![AttributeValue::Bool(true), AttributeValue::Null(true)]),
+            ),
+            ("b".to_string(), AttributeValue::B(Blob::new(vec![1, 2]))),
+            ("ss".to_string(), AttributeValue::Ss(vec!["a".into()])),
+        ]));
+        assert_eq!(
+            read_attr(&m),
+            Value::Map(BTreeMap::from([
+                ("n".to_string(), Value::Number("1.50".into())),
+                (
+                    "l".to_string(),
+                    Value::List(vec![Value::Bool(true), Value::Null])
+                ),
+                ("b".to_string(), Value::Bytes(vec![1, 2])),
+                (
+                    "ss".to_string(),
+                    Value::List(vec![Value::String("a".into())])
+                ),
+            ]))
+        );
     }
 
     #[test]

@@ -370,29 +370,6 @@ pub fn to_attr(v: &Value) -> AttributeValue {
     }
 }
 
-/// DynamoDB attribute value → `event::Value` (for verification tools and tests).
-pub fn from_attr(a: &AttributeValue) -> Value {
-    match a {
-        AttributeValue::Null(_) => Value::Null,
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::N(n) => Value::Number(n.clone()),
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::B(b) => Value::Bytes(b.as_ref().to_vec()),
-        AttributeValue::L(l) => Value::List(l.iter().map(from_attr).collect()),
-        AttributeValue::M(m) => {
-            Value::Map(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect())
-        }
-        AttributeValue::Ss(s) => Value::List(s.iter().map(|x| Value::String(x.clone())).collect()),
-        AttributeValue::Ns(s) => Value::List(s.iter().map(|x| Value::Number(x.clone())).collect()),
-        AttributeValue::Bs(s) => Value::List(
-            s.iter()
-                .map(|x| Value::Bytes(x.as_ref().to_vec()))
-                .collect(),
-        ),
-        _ => Value::Null,
-    }
-}
-
 /// The DynamoDB output of a route with `table`: its table's pool (one per table, in the write
 /// mode of the routes writing there), required, with the `State` role.
 pub fn output_for(
