@@ -429,17 +429,6 @@ impl Row {
     }
 }
 
-/// One planned change, before delivery (the simple envelope's `_seq` needs the offset).
-struct Planned {
-    table: String,
-    pk: String,
-    op: Change,
-    item: Option<BTreeMap<String, Value>>,
-    /// The `_seq` text the relay must write (the simple envelope's needs the offset: set at delivery).
-    seq: Option<String>,
-    ts_ms: i64,
-}
-
 /// Base of Qlik-style 35-digit change sequences.
 const QLIK_SEQ_PREFIX: &str = "20261122";
 
@@ -454,74 +443,90 @@ pub struct GenerateReport {
     pub elapsed_ms: u128,
 }
 
-/// Produces the records and returns the report and the expected final state.
-pub async fn generate(
-    spec: &GenerateSpec,
-) -> Result<(GenerateReport, ExpectedState), GenerateError> {
-    let started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    let schema_ids = if spec.format == ValueFormat::Avro {
-        let reg = RegistryClient::new(&spec.registry)?;
-        let mut ids = BTreeMap::new();
-        for t in &spec.tables {
-            let text = envelope_schema(spec.envelope, t);
-            let id = reg
-                .register(&format!("{}{t}-value", spec.topic_prefix), &text)
-                .await?;
-            let parsed = apache_avro::Schema::parse_str(&text)
-                .map_err(|e| GenerateError::Encode(e.to_string()))?;
-            ids.insert(t.clone(), (id, parsed));
-        }
-        ids
-    } else {
-        BTreeMap::new()
-    };
-    let mut pc = ClientConfig::new();
-    for (k, v) in &spec.producer_properties {
-        pc.set(k, v);
-    }
-    let producer: FutureProducer = pc
-        .set("bootstrap.servers", &spec.bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "500000")
-        .create()
-        .map_err(|e| GenerateError::Kafka(e.to_string()))?;
+/// One change of the stream: where it goes, its bytes, and what it must leave in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub topic: String,
+    pub table: String,
+    /// The record key and the item's `pk`.
+    pub pk: String,
+    pub op: Change,
+    pub payload: Vec<u8>,
+    /// The row this change leaves (its columns; a DELETE's tombstone keeps `id`), before the
+    /// relay's attributes (`Stream::expected_item` adds them).
+    pub columns: BTreeMap<String, Value>,
+    /// The `_seq` text the relay must write; `None` for the simple envelope, whose `_seq` is made
+    /// of the offset (`seq_of_ts_and_offset` once the broker acknowledged it).
+    pub seq: Option<String>,
+    /// The source commit time the record carries.
+    pub ts_ms: i64,
+}
 
-    let mut live: BTreeMap<String, Vec<Option<Row>>> = spec
-        .tables
-        .iter()
-        .map(|t| (t.clone(), vec![None; spec.keys_per_table as usize]))
-        .collect();
-    let mut report = GenerateReport {
-        records: 0,
-        by_op: BTreeMap::new(),
-        expected_items: 0,
-        tombstones: 0,
-        topics: spec
-            .tables
-            .iter()
-            .map(|t| format!("{}{t}", spec.topic_prefix))
-            .collect(),
-        elapsed_ms: 0,
-    };
-    let base_ms: i64 = 1_790_000_000_000;
-    let mut planned: Vec<Planned> = Vec::new();
-    let mut pending = Vec::new();
-    // The first offset this run wrote to each (topic, partition).
-    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let total_weight = spec.mix.update + spec.mix.delete + spec.mix.refresh;
-    for n in spec.first_record..spec.first_record.saturating_add(spec.records) {
-        if spec.tables.is_empty() || spec.keys_per_table == 0 {
-            break;
+/// The seeded stream of changes `generate` produces, one at a time, for a producer of its own
+/// (the chaos suite's load): schemas registered, rows tracked per key, payloads encoded.
+pub struct Stream {
+    spec: GenerateSpec,
+    rng: StdRng,
+    schema_ids: BTreeMap<String, (u32, apache_avro::Schema)>,
+    live: BTreeMap<String, Vec<Option<Row>>>,
+    next: u64,
+    end: u64,
+}
+
+/// The base of every record's source commit time (record n: `BASE_MS + n`).
+const BASE_MS: i64 = 1_790_000_000_000;
+
+impl Stream {
+    /// Registers the tables' schemas (Avro) and starts at `spec.first_record`.
+    pub async fn new(spec: &GenerateSpec) -> Result<Stream, GenerateError> {
+        let schema_ids = if spec.format == ValueFormat::Avro {
+            let reg = RegistryClient::new(&spec.registry)?;
+            let mut ids = BTreeMap::new();
+            for t in &spec.tables {
+                let text = envelope_schema(spec.envelope, t);
+                let id = reg
+                    .register(&format!("{}{t}-value", spec.topic_prefix), &text)
+                    .await?;
+                let parsed = apache_avro::Schema::parse_str(&text)
+                    .map_err(|e| GenerateError::Encode(e.to_string()))?;
+                ids.insert(t.clone(), (id, parsed));
+            }
+            ids
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Stream {
+            spec: spec.clone(),
+            rng: StdRng::seed_from_u64(spec.seed),
+            schema_ids,
+            live: spec
+                .tables
+                .iter()
+                .map(|t| (t.clone(), vec![None; spec.keys_per_table as usize]))
+                .collect(),
+            next: spec.first_record,
+            end: spec.first_record.saturating_add(spec.records),
+        })
+    }
+
+    /// The next change, or `None` after `spec.records` of them (or with no tables or keys).
+    pub fn next_change(&mut self) -> Result<Option<Generated>, GenerateError> {
+        let spec = &self.spec;
+        if self.next >= self.end || spec.tables.is_empty() || spec.keys_per_table == 0 {
+            return Ok(None);
         }
+        let n = self.next;
+        self.next += 1;
+        let rng = &mut self.rng;
         let table = spec.tables[rng.random_range(0..spec.tables.len())].clone();
         let k = rng.random_range(0..spec.keys_per_table) as usize;
-        let rows = live
+        let rows = self
+            .live
             .get_mut(&table)
             .ok_or_else(|| GenerateError::Encode("table state missing".into()))?;
         let before = rows[k].clone();
-        let ts_ms = base_ms + i64::try_from(n).unwrap_or(i64::MAX / 2);
+        let ts_ms = BASE_MS + i64::try_from(n).unwrap_or(i64::MAX / 2);
+        let total_weight = spec.mix.update + spec.mix.delete + spec.mix.refresh;
         let op = match &before {
             None => Change::Insert,
             Some(_) => {
@@ -556,7 +561,6 @@ pub async fn generate(
             }),
         };
         rows[k] = after.clone();
-        let pk = (k + 1).to_string();
         let seq_digits = format!("{QLIK_SEQ_PREFIX}{:027}", n + 1);
         let seq = match spec.envelope {
             EnvelopeKind::Qlik | EnvelopeKind::Auto => Some(seq_of_digits(&seq_digits)),
@@ -565,7 +569,7 @@ pub async fn generate(
         };
         let payload = encode(
             spec,
-            &schema_ids,
+            &self.schema_ids,
             &table,
             op,
             before.as_ref(),
@@ -574,26 +578,79 @@ pub async fn generate(
             n + 1,
             ts_ms,
         )?;
-        let item = match (&after, &before) {
-            (Some(a), _) => Some(a.columns()),
-            (None, Some(b)) => Some(BTreeMap::from([(
+        let columns = match (&after, &before) {
+            (Some(a), _) => a.columns(),
+            // A DELETE always follows a live row (the first change of a key is an INSERT).
+            (None, b) => BTreeMap::from([(
                 "id".to_string(),
-                Value::Number(b.id.to_string()),
-            )])),
-            (None, None) => None,
+                Value::Number(b.as_ref().map_or(0, |b| b.id).to_string()),
+            )]),
         };
-        planned.push(Planned {
-            table: table.clone(),
-            pk: pk.clone(),
+        Ok(Some(Generated {
+            topic: format!("{}{table}", spec.topic_prefix),
+            table,
+            pk: (k + 1).to_string(),
             op,
-            item,
+            payload,
+            columns,
             seq,
             ts_ms,
-        });
-        let topic = format!("{}{table}", spec.topic_prefix);
-        let mut record = FutureRecord::to(&topic)
-            .key(pk.as_bytes())
-            .payload(&payload);
+        }))
+    }
+
+    /// The item `c` alone leaves in DynamoDB with `_seq` = `seq`: its columns, `pk` and the
+    /// relay's attributes (tombstones included).
+    pub fn expected_item(c: &Generated, seq: &str) -> BTreeMap<String, Value> {
+        let mut item = c.columns.clone();
+        item.insert("pk".into(), Value::String(c.pk.clone()));
+        item.insert(ATTR_SEQ.into(), Value::String(seq.to_string()));
+        item.insert(ATTR_OP.into(), Value::String(c.op.text().into()));
+        item.insert(ATTR_DELETED.into(), Value::Bool(c.op == Change::Delete));
+        // The source commit time every envelope carries (Qlik `headers.timestamp`, Debezium
+        // `source.ts_ms`, the simple envelope's `timestamp`), never the Kafka timestamp.
+        item.insert(ATTR_TS.into(), Value::Number(c.ts_ms.to_string()));
+        item
+    }
+}
+
+/// Produces the records and returns the report and the expected final state.
+pub async fn generate(
+    spec: &GenerateSpec,
+) -> Result<(GenerateReport, ExpectedState), GenerateError> {
+    let started = Instant::now();
+    let mut stream = Stream::new(spec).await?;
+    let mut pc = ClientConfig::new();
+    for (k, v) in &spec.producer_properties {
+        pc.set(k, v);
+    }
+    let producer: FutureProducer = pc
+        .set("bootstrap.servers", &spec.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .map_err(|e| GenerateError::Kafka(e.to_string()))?;
+
+    let mut report = GenerateReport {
+        records: 0,
+        by_op: BTreeMap::new(),
+        expected_items: 0,
+        tombstones: 0,
+        topics: spec
+            .tables
+            .iter()
+            .map(|t| format!("{}{t}", spec.topic_prefix))
+            .collect(),
+        elapsed_ms: 0,
+    };
+    let mut planned: Vec<Generated> = Vec::new();
+    let mut pending = Vec::new();
+    // The first offset this run wrote to each (topic, partition).
+    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    while let Some(c) = stream.next_change()? {
+        let mut record = FutureRecord::to(&c.topic)
+            .key(c.pk.as_bytes())
+            .payload(&c.payload);
         let tp;
         if spec.traceparent {
             tp = new_traceparent();
@@ -606,10 +663,15 @@ pub async fn generate(
             .send_result(record)
             .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
         pending.push(fut);
-        *report.by_op.entry(op.text().to_string()).or_default() += 1;
+        *report.by_op.entry(c.op.text().to_string()).or_default() += 1;
         report.records += 1;
+        // The payload is on the producer's queue; only what the expected state needs is kept.
+        planned.push(Generated {
+            payload: Vec::new(),
+            ..c
+        });
         if pending.len() >= 2000 {
-            collect(&mut pending, &mut planned, spec, &mut first).await?;
+            collect(&mut pending, &mut planned, &mut first).await?;
         }
         if let Some(rate) = spec.rate {
             let due = Duration::from_secs_f64(report.records as f64 / f64::from(rate.max(1)));
@@ -618,29 +680,21 @@ pub async fn generate(
             }
         }
     }
-    collect(&mut pending, &mut planned, spec, &mut first).await?;
+    collect(&mut pending, &mut planned, &mut first).await?;
     producer
         .flush(Duration::from_secs(30))
         .map_err(|e| GenerateError::Kafka(e.to_string()))?;
     check_retained(producer.client(), &first, report.records)?;
 
     let mut expected = ExpectedState::default();
-    for p in planned {
-        let (Some(mut item), Some(seq)) = (p.item, p.seq) else {
-            continue;
-        };
-        item.insert("pk".into(), Value::String(p.pk.clone()));
-        item.insert(ATTR_SEQ.into(), Value::String(seq));
-        item.insert(ATTR_OP.into(), Value::String(p.op.text().into()));
-        item.insert(ATTR_DELETED.into(), Value::Bool(p.op == Change::Delete));
-        // The source commit time every envelope carries (Qlik `headers.timestamp`, Debezium
-        // `source.ts_ms`, the simple envelope's `timestamp`), never the Kafka timestamp.
-        item.insert(ATTR_TS.into(), Value::Number(p.ts_ms.to_string()));
+    for c in planned {
+        let Some(seq) = &c.seq else { continue };
+        let item = Stream::expected_item(&c, seq);
         expected
             .tables
-            .entry(p.table)
+            .entry(c.table)
             .or_default()
-            .insert(p.pk, item);
+            .insert(c.pk, item);
     }
     report.expected_items = expected.len();
     report.tombstones = expected
@@ -687,8 +741,7 @@ fn check_retained<C: rdkafka::ClientContext>(
 /// notes the first offset written to each partition.
 async fn collect(
     pending: &mut Vec<rdkafka::producer::DeliveryFuture>,
-    planned: &mut [Planned],
-    spec: &GenerateSpec,
+    planned: &mut [Generated],
     first: &mut BTreeMap<(String, i32), i64>,
 ) -> Result<(), GenerateError> {
     let start = planned.len() - pending.len();
@@ -697,15 +750,14 @@ async fn collect(
             .await
             .map_err(|_| GenerateError::Kafka("delivery cancelled".into()))?
             .map_err(|(e, _)| GenerateError::Kafka(e.to_string()))?;
-        if let Some(p) = planned.get(start + i) {
-            let tp = (format!("{}{}", spec.topic_prefix, p.table), d.partition);
-            let e = first.entry(tp).or_insert(d.offset);
+        if let Some(c) = planned.get_mut(start + i) {
+            let e = first
+                .entry((c.topic.clone(), d.partition))
+                .or_insert(d.offset);
             *e = (*e).min(d.offset);
-        }
-        if spec.envelope == EnvelopeKind::Simple
-            && let Some(p) = planned.get_mut(start + i)
-        {
-            p.seq = Some(seq_of_ts_and_offset(p.ts_ms, d.offset));
+            if c.seq.is_none() {
+                c.seq = Some(seq_of_ts_and_offset(c.ts_ms, d.offset));
+            }
         }
     }
     Ok(())
@@ -743,11 +795,10 @@ pub fn sample_payloads(
     let schema = apache_avro::Schema::parse_str(&envelope_schema(envelope, table))
         .map_err(|e| GenerateError::Encode(e.to_string()))?;
     let ids = BTreeMap::from([(table.to_string(), (schema_id, schema))]);
-    let base_ms: i64 = 1_790_000_000_000;
     (0..count)
         .map(|n| {
             let k = i64::try_from(n % 1000).unwrap_or(0);
-            let ts_ms = base_ms + i64::try_from(n).unwrap_or(0);
+            let ts_ms = BASE_MS + i64::try_from(n).unwrap_or(0);
             let row = |v: u64| Row {
                 id: k + 1,
                 name: format!("{table}-{k}-v{v}"),
