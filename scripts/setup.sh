@@ -47,7 +47,7 @@ fi
 # kubectl (its built-in kustomize renders k8s/) and terraform (fmt) come with the machine: neither
 # is in Debian's or PyPI's registries at a usable version.
 command -v kubectl >/dev/null 2>&1 || echo "setup: WARNING: kubectl not found: tests/deploy.rs cannot render k8s/ (needs kubectl >= 1.27)"
-command -v terraform >/dev/null 2>&1 || echo "setup: note: terraform not found: tests/deploy.rs skips \`terraform fmt -check\` (and says so)"
+command -v terraform >/dev/null 2>&1 || echo "setup: WARNING: terraform not found: tests/deploy.rs cannot check terraform/ with \`terraform fmt -check\` (needs terraform >= 1.5)"
 
 if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-nextest" ]; then
   echo "setup: installing cargo-nextest"

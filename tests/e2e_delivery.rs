@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cdc_relay::config::EnvelopeKind;
 use cdc_relay::relay::{self, StartOptions};
@@ -260,11 +260,20 @@ async fn e2e_failed_partition_actor_restarts_and_resumes() {
         .await
         .unwrap();
     env.wait_progress(&s, 500).await;
+    let before = restarts_of("partition");
     for p in 0..PARTITIONS {
         assert!(r.inject_partition_failure(&s.topic, p));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // A second failure of partition 0 within the restart period is still within the budget.
+    // Once the supervisor restarted all three, a second failure of partition 0 within the
+    // restart period is still within the budget.
+    let until = Instant::now() + Duration::from_secs(60);
+    while restarts_of("partition") < before + f64::from(PARTITIONS) {
+        assert!(
+            Instant::now() < until,
+            "the partition actors were not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(r.inject_partition_failure(&s.topic, 0));
     env.wait_done(&s).await;
     env.assert_exact(&s).await;

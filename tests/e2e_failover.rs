@@ -556,7 +556,21 @@ async fn e2e_automatic_failback_after_the_primary_recovers() {
         assert!(Instant::now() < until, "no failover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The primary comes back once the relay consumes the secondary (all partitions of the mirror
+    // assigned), so what follows is a failback and not an aborted failover.
+    let on_mirror = |st: &serde_json::Value| {
+        st["partitions"].as_array().is_some_and(|ps| {
+            ps.len() == PARTITIONS as usize && ps.iter().all(|p| p["topic"] == mirror.as_str())
+        })
+    };
+    while !on_mirror(&relay.status().to_json()) {
+        assert!(
+            Instant::now() < until,
+            "the relay did not take the mirror's partitions: {}",
+            relay.status().to_json()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.lab.kafka.broker_up(-1).unwrap();
     let until = Instant::now() + Duration::from_secs(90);
     loop {
@@ -908,12 +922,39 @@ async fn e2e_switch_commits_its_start_positions_and_reports_itself() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(again.status().to_json()["region"]["active"], "secondary");
+    // Evidence instead of a hold: one new record per partition of the mirror (the primary is
+    // dead, so the link writes nothing there). A partition completes and commits in order, so
+    // once these are committed, any replay of the records before them has completed too.
+    let poisons =
+        common::poison::Poisons::new(&common::registry(&env), &format!("{}-value", s.topic)).await;
+    let producer = common::poison::producer(secondary.bootstrap_servers());
+    for p in 0..PARTITIONS {
+        let id = 900_000 + i64::from(p);
+        common::poison::send(
+            &producer,
+            &mirror,
+            p,
+            &id.to_string(),
+            &poisons.good(id, 1),
+            &[],
+        )
+        .await;
+    }
+    let sentinels: Vec<Option<i64>> = generated.iter().map(|o| Some(o + 1)).collect();
+    let until = Instant::now() + Duration::from_secs(60);
+    while committed(secondary.bootstrap_servers(), &s.group, &mirror) != sentinels {
+        assert!(
+            Instant::now() < until,
+            "the restarted relay did not commit the new records: {:?} of {sentinels:?}",
+            committed(secondary.bootstrap_servers(), &s.group, &mirror)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         completed(&again),
-        0,
-        "a restart on the secondary replays nothing"
+        PARTITIONS as u64,
+        "a restart on the secondary replays nothing: only the new records were processed"
     );
     again.abort().await;
 }

@@ -44,7 +44,8 @@ pub enum ConsumerMsg {
     /// Stop without committing anything more (crash simulation for tests and chaos, or leaving a
     /// dead cluster).
     Abort,
-    /// Fault injection (tests, chaos): make the partition actor of `tp` fail.
+    /// Fault injection (tests, chaos): make the partition actor of `tp` fail (its replacement, once
+    /// running, when the current one already failed).
     FailPartition(Tp),
 }
 
@@ -230,9 +231,17 @@ impl Actor for ConsumerActor {
             }
             ConsumerMsg::FailPartition(tp) => {
                 if let Some(slot) = state.shared.slot(&tp) {
-                    let _ = slot
-                        .actor
-                        .cast(PartitionMsg::Fail(format!("{}/{}", tp.0, tp.1)));
+                    if matches!(slot.actor.get_status(), ractor::ActorStatus::Running) {
+                        let _ = slot
+                            .actor
+                            .cast(PartitionMsg::Fail(format!("{}/{}", tp.0, tp.1)));
+                    } else {
+                        // The partition's actor failed and its replacement is not in place yet:
+                        // the fault is for the replacement (a cast to the dead one is lost).
+                        myself.send_after(Duration::from_millis(20), move || {
+                            ConsumerMsg::FailPartition(tp)
+                        });
+                    }
                 }
                 Ok(())
             }
