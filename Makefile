@@ -1,5 +1,5 @@
 # cdc-relay: the two commands are `make demo` and `make test` (see README.md).
-.PHONY: setup demo demo-failover test test-fast bench lint fmt clean
+.PHONY: setup demo demo-failover test test-fast chaos bench lint fmt clean
 
 CARGO ?= cargo
 export CDC_RELAY_MOTO_PYTHON ?= $(CURDIR)/.local/venv/bin/python
@@ -22,6 +22,14 @@ test: setup
 ## Everything but the slow suites.
 test-fast: setup
 	$(CARGO) nextest run --all-targets -E 'not test(/chaos|e2e/)'
+
+## The chaos suite alone on the release build (chaos/README.md): every scenario, then
+## chaos/report.json and the table in chaos/README.md. One scenario: make chaos SCENARIO=broker_down
+chaos: setup
+	rm -rf target/tmp/chaos$(if $(SCENARIO),/$(SCENARIO).json)
+	$(CARGO) nextest run --cargo-profile release --test chaos --no-fail-fast \
+	  $(if $(SCENARIO),-E 'test(=chaos_$(SCENARIO))',); status=$$?; \
+	  python3 chaos/report.py; exit $$status
 
 ## Benchmarks (release build): the end-to-end runs (the relay binary against the lab, every case in
 ## one run; writes BENCHMARKS.md's figures and benches/throughput-vs-concurrency.svg), then the
