@@ -73,7 +73,7 @@ impl Analysis {
 }
 
 /// Every position a record has: where it was produced and, when a link copied it, its copy.
-fn positions<'a>(h: &'a History, p: &'a Produced) -> impl Iterator<Item = Pos> + 'a {
+pub fn positions<'a>(h: &'a History, p: &'a Produced) -> impl Iterator<Item = Pos> + 'a {
     let copies = h.mirrors.iter().filter_map(move |m| {
         let copied = (p.pos.cluster.as_str(), p.pos.topic.as_str())
             == (m.from.0.as_str(), m.from.1.as_str())
@@ -91,7 +91,7 @@ fn positions<'a>(h: &'a History, p: &'a Produced) -> impl Iterator<Item = Pos> +
 }
 
 /// A record a killed region never mirrored (the RPO).
-fn in_rpo(h: &History, p: &Produced) -> bool {
+pub fn in_rpo(h: &History, p: &Produced) -> bool {
     h.mirrors.iter().any(|m| {
         m.killed
             && (p.pos.cluster.as_str(), p.pos.topic.as_str())
@@ -99,6 +99,15 @@ fn in_rpo(h: &History, p: &Produced) -> bool {
             && m.mirrored
                 .get(&p.pos.partition)
                 .is_none_or(|end| p.pos.offset >= *end)
+    })
+}
+
+/// Whether `commits` cover `p` at one of its positions (the next offset to consume is past it).
+pub fn committed(h: &History, p: &Produced, commits: &crate::history::Commits) -> bool {
+    positions(h, p).any(|q| {
+        commits
+            .get(&(q.cluster.clone(), q.topic.clone(), q.partition))
+            .is_some_and(|c| q.offset < *c)
     })
 }
 
@@ -154,12 +163,7 @@ pub fn check(h: &History) -> Analysis {
     for s in h.samples.iter().chain(std::iter::once(&final_sample)) {
         for p in &visible {
             let Some((seq, _)) = &p.change else { continue };
-            let committed = positions(h, p).any(|q| {
-                s.commits
-                    .get(&(q.cluster.clone(), q.topic.clone(), q.partition))
-                    .is_some_and(|c| q.offset < *c)
-            });
-            if !committed || lost_seen.contains(&p.pos) {
+            if !committed(h, p, &s.commits) || lost_seen.contains(&p.pos) {
                 continue;
             }
             let reflected = s

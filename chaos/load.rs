@@ -22,11 +22,21 @@ use tokio::sync::watch;
 
 use crate::history::{Pos, Produced};
 
-/// Where records go: a cluster (its label in the history) and its bootstrap servers.
+/// Where records go: a cluster (its label in the history), its bootstrap servers and, when it is
+/// not the stream's own topic, the topic (a promoted mirror topic after a region is lost).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub cluster: String,
     pub bootstrap: String,
+    pub topic: Option<String>,
+}
+
+/// What the scenario tells a running load.
+enum Ctl {
+    /// Stop producing and settle every record in flight; acknowledged once settled.
+    Hold(tokio::sync::oneshot::Sender<()>),
+    /// Go on producing, to a new target if given.
+    Resume(Option<Target>),
 }
 
 /// What the load produces.
@@ -44,6 +54,7 @@ pub struct LoadSpec {
 
 /// A running load: change its poison share, stop it and take what it produced.
 pub struct Load {
+    ctl: tokio::sync::mpsc::UnboundedSender<Ctl>,
     poison_permille: watch::Sender<u32>,
     stop: watch::Sender<bool>,
     acked: Arc<AtomicU64>,
@@ -83,8 +94,10 @@ impl Load {
         let (poison_permille, poison_rx) = watch::channel(0u32);
         let (stop, stop_rx) = watch::channel(false);
         let acked = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(spec, stream, poison_rx, stop_rx, acked.clone()));
+        let (ctl, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(run(spec, stream, poison_rx, stop_rx, ctl_rx, acked.clone()));
         Load {
+            ctl,
             poison_permille,
             stop,
             acked,
@@ -95,6 +108,20 @@ impl Load {
     /// From now on, `permille` of the records are corrupt (truncated Avro or a bad magic byte).
     pub fn set_poison(&self, permille: u32) {
         let _ = self.poison_permille.send(permille);
+    }
+
+    /// Stops producing and returns once every record sent so far is acknowledged: the fate of
+    /// each is known before a fault that could leave an acknowledgement unanswered.
+    pub async fn hold(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.ctl.send(Ctl::Hold(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Produces again after `hold`, to `target` when given.
+    pub fn resume(&self, target: Option<Target>) {
+        let _ = self.ctl.send(Ctl::Resume(target));
     }
 
     /// Records the broker acknowledged so far.
@@ -124,23 +151,39 @@ async fn run(
     spec: LoadSpec,
     mut stream: Stream,
     poison: watch::Receiver<u32>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    mut ctl: tokio::sync::mpsc::UnboundedReceiver<Ctl>,
     acked: Arc<AtomicU64>,
 ) -> Result<Vec<Produced>, String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &spec.target.bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        // No delivery deadline: a record is retried through any outage until acknowledged.
-        .set("message.timeout.ms", "0")
-        .create()
-        .map_err(|e| e.to_string())?;
+    let mut target = spec.target.clone();
+    let mut producer = producer_for(&target)?;
     let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x5eed);
-    let started = Instant::now();
-    let mut sent = 0u64;
+    let mut started = Instant::now();
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut produced = Vec::new();
+    let mut sent_since = 0u64;
     while !*stop.borrow() {
+        if let Ok(Ctl::Hold(ack)) = ctl.try_recv() {
+            settle(&target, &mut in_flight, &mut produced, &acked).await?;
+            let _ = ack.send(());
+            let resumed = loop {
+                tokio::select! {
+                    c = ctl.recv() => match c {
+                        Some(Ctl::Resume(t)) => break t,
+                        Some(Ctl::Hold(ack)) => { let _ = ack.send(()); }
+                        None => return Ok(produced),
+                    },
+                    _ = stop.changed() => return Ok(produced),
+                }
+            };
+            if let Some(t) = resumed {
+                producer = producer_for(&t)?;
+                target = t;
+            }
+            // The rate restarts from here (the hold is not made up for).
+            started = Instant::now();
+            sent_since = 0;
+        }
         let Some(change) = stream.next_change().map_err(|e| e.to_string())? else {
             break;
         };
@@ -151,9 +194,10 @@ async fn run(
         } else {
             change.payload.clone()
         };
+        let topic = target.topic.clone().unwrap_or_else(|| change.topic.clone());
         let delivery = producer
             .send_result(
-                FutureRecord::to(&change.topic)
+                FutureRecord::to(&topic)
                     .key(change.pk.as_bytes())
                     .payload(&payload),
             )
@@ -162,26 +206,38 @@ async fn run(
             delivery,
             change: Generated {
                 payload: Vec::new(),
+                topic,
                 ..change
             },
             poison: is_poison,
         });
-        sent += 1;
+        sent_since += 1;
         if in_flight.len() >= 200 {
-            settle(&spec, &mut in_flight, &mut produced, &acked).await?;
+            settle(&target, &mut in_flight, &mut produced, &acked).await?;
         }
-        let due = Duration::from_secs_f64(sent as f64 / f64::from(spec.rate.max(1)));
+        let due = Duration::from_secs_f64(sent_since as f64 / f64::from(spec.rate.max(1)));
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             tokio::time::sleep(wait).await;
         }
     }
-    settle(&spec, &mut in_flight, &mut produced, &acked).await?;
+    settle(&target, &mut in_flight, &mut produced, &acked).await?;
     Ok(produced)
+}
+
+fn producer_for(t: &Target) -> Result<FutureProducer, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &t.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        // No delivery deadline: a record is retried through any outage until acknowledged.
+        .set("message.timeout.ms", "0")
+        .create()
+        .map_err(|e| e.to_string())
 }
 
 /// Awaits the deliveries in order and records each acknowledged record.
 async fn settle(
-    spec: &LoadSpec,
+    target: &Target,
     in_flight: &mut Vec<InFlight>,
     produced: &mut Vec<Produced>,
     acked: &AtomicU64,
@@ -205,7 +261,7 @@ async fn settle(
         };
         produced.push(Produced {
             pos: Pos {
-                cluster: spec.target.cluster.clone(),
+                cluster: target.cluster.clone(),
                 topic: f.change.topic.clone(),
                 partition: d.partition,
                 offset: d.offset,

@@ -18,7 +18,9 @@ mod procs;
 mod report;
 mod scenario;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use load::Target;
 
 use scenario::{Options, PARTITIONS, Scenario, TOPIC};
 use serde_json::json;
@@ -214,6 +216,110 @@ scenario_test!(chaos_registry_down_restart, async {
     s.relays[0].restart();
     s.run_for(Duration::from_secs(15)).await;
     s.lab.control("/regions/primary/registry/start", None).await;
+    s.fault_over();
+    s.run_for(Duration::from_secs(10)).await;
+    s.finish().await;
+});
+
+fn two_regions() -> Options {
+    Options {
+        regions: 2,
+        ..Options::default()
+    }
+}
+
+// 2. The whole primary region down: automatic failover; then the primary back and a planned
+// failback. The load is the primary's source: it holds while its region is down.
+scenario_test!(chaos_region_failover_failback, async {
+    let mut s = Scenario::start("region_failover_failback", two_regions()).await;
+    warm(&mut s).await;
+    s.kill_primary_region().await;
+    let killed = Instant::now();
+    s.failover_ms = Some(s.wait_active(0, "secondary", killed).await);
+    s.run_for(Duration::from_secs(8)).await;
+    s.primary_back().await;
+    s.fault_over();
+    s.run_for(Duration::from_secs(5)).await;
+    s.fault("planned failback");
+    let (code, answer) = s.relays[0].planned("failback").await;
+    assert!((200..300).contains(&code), "failback: {code} {answer}");
+    let asked = Instant::now();
+    let back = s.wait_active(0, "primary", asked).await;
+    s.figures.insert("failback_ms".into(), back as f64);
+    s.fault_over();
+    s.run_for(Duration::from_secs(10)).await;
+    s.finish().await;
+});
+
+// 3. The link stalled for 10 s, then the primary killed: what it had not mirrored is the RPO,
+// compared with the relay's own link lag just before the kill. The load then writes to the
+// promoted mirror on the secondary.
+scenario_test!(chaos_link_stall_then_kill, async {
+    let mut s = Scenario::start("link_stall_then_kill", two_regions()).await;
+    warm(&mut s).await;
+    s.fault("link paused");
+    s.lab.control("/link/pause", None).await;
+    s.run_for(Duration::from_secs(10)).await;
+    s.fault_over();
+    let link_lag = s.kill_primary_region().await;
+    s.figures.insert("link_lag_before_kill".into(), link_lag);
+    let killed = Instant::now();
+    s.failover_ms = Some(s.wait_active(0, "secondary", killed).await);
+    if let Some(l) = &s.load {
+        l.resume(Some(Target {
+            cluster: "secondary".into(),
+            bootstrap: s.lab.field(&["secondary", "bootstrap_servers"]),
+            topic: Some(scenario::mirror_topic(&s.lab)),
+        }));
+    }
+    s.fault_over();
+    s.run_for(Duration::from_secs(10)).await;
+    let (a, r) = s.finish().await;
+    assert!(a.rpo > 0, "the stalled link left an unmirrored tail");
+    eprintln!(
+        "RPO {} records; the relay's link lag before the kill: {link_lag}",
+        r.rpo
+    );
+});
+
+// 11. SIGKILL of the relay in the middle of a planned failover, restart: it ends on the region
+// the control record holds (an operator retries a failover that did not get recorded).
+scenario_test!(chaos_sigkill_mid_planned_failover, async {
+    let mut s = Scenario::start("sigkill_mid_planned_failover", two_regions()).await;
+    warm(&mut s).await;
+    s.fault("planned failover, relay SIGKILLed 200 ms into it");
+    let (code, answer) = s.relays[0].planned("failover").await;
+    assert!((200..300).contains(&code), "failover: {code} {answer}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.relays[0].scrape().await;
+    s.relays[0].kill();
+    s.run_for(Duration::from_secs(1)).await;
+    s.relays[0].restart();
+    let restarted = Instant::now();
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut retried = 0.0;
+    loop {
+        let st = s.relays[0].status().await;
+        if st["region"]["active"] == "secondary" {
+            break;
+        }
+        if Instant::now() > until && retried == 0.0 {
+            let (code, answer) = s.relays[0].planned("failover").await;
+            assert!(
+                (200..300).contains(&code),
+                "failover again: {code} {answer}"
+            );
+            retried = 1.0;
+        }
+        s.run_for(Duration::from_millis(100)).await;
+        assert!(
+            restarted.elapsed() < Duration::from_secs(90),
+            "the restarted relay never reached the secondary: {}",
+            st["region"]
+        );
+    }
+    s.figures.insert("failover_retried".into(), retried);
+    s.failover_ms = Some(restarted.elapsed().as_millis() as u64);
     s.fault_over();
     s.run_for(Duration::from_secs(10)).await;
     s.finish().await;

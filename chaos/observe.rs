@@ -86,29 +86,25 @@ impl Readers {
     }
 }
 
-/// The AWS SDK's DynamoDB client against `endpoint` (moto).
-pub async fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let sdk = cdc_relay::sinks::aws::sdk_config(
+/// The AWS SDK's configuration against `endpoint` (moto), with a per-attempt timeout generous
+/// enough for a moto on a loaded 2-core machine (the sampler bounds its scans on its own).
+async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
+    cdc_relay::sinks::aws::sdk_config(
         &cdc_relay::config::AwsConfig {
             region: Some("us-west-2".into()),
             endpoint_url: Some(endpoint.to_string()),
         },
-        Duration::from_secs(5),
+        Duration::from_secs(30),
     )
-    .await;
-    aws_sdk_dynamodb::Client::new(&sdk)
+    .await
+}
+
+pub async fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk(endpoint).await)
 }
 
 pub async fn sqs(endpoint: &str) -> aws_sdk_sqs::Client {
-    let sdk = cdc_relay::sinks::aws::sdk_config(
-        &cdc_relay::config::AwsConfig {
-            region: Some("us-west-2".into()),
-            endpoint_url: Some(endpoint.to_string()),
-        },
-        Duration::from_secs(5),
-    )
-    .await;
-    aws_sdk_sqs::Client::new(&sdk)
+    aws_sdk_sqs::Client::new(&sdk(endpoint).await)
 }
 
 /// What the sampler recorded, shared with the scenario while it runs.

@@ -20,6 +20,10 @@ pub fn read_text(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| format!("({}: {e})", p.display()))
 }
 
+/// The environment variable the relays read their admin token from, and the token.
+pub const ADMIN_TOKEN_ENV: &str = "CDC_RELAY_CHAOS_ADMIN_TOKEN";
+pub const ADMIN_TOKEN: &str = "chaos-admin-token";
+
 /// A free loopback port (the OS picks it; a relay's admin endpoint binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -179,6 +183,7 @@ impl Relay {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -257,6 +262,30 @@ impl Relay {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The admin endpoint's `/status`, or `Null` while it does not answer.
+    pub async fn status(&self) -> Value {
+        match reqwest::get(format!("{}/status", self.admin)).await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// `POST /admin/failover` or `/admin/failback` with the token; the HTTP status and answer.
+    pub async fn planned(&self, what: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/admin/{what}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await;
+        match resp {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                (code, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(e) => (0, Value::String(e.to_string())),
+        }
     }
 
     /// The admin endpoint's `/metrics` text, or empty while it does not answer.

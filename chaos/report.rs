@@ -33,6 +33,8 @@ pub struct Report {
     pub recovered_lag: i64,
     /// Fault → the relay consuming the other region (ms), in region scenarios.
     pub failover_ms: Option<u64>,
+    /// Scenario-specific figures (e.g. `link_lag_before_kill`, the relay's own estimate of the RPO).
+    pub figures: BTreeMap<String, f64>,
     pub faults: Vec<Fault>,
     pub load_end_ms: u64,
     pub drained_ms: u64,
@@ -78,6 +80,7 @@ pub fn build(
         recovery_ms,
         recovered_lag,
         failover_ms: None,
+        figures: BTreeMap::new(),
         faults: faults
             .iter()
             .map(|(what, s, e)| Fault {

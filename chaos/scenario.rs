@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checker::{self, Analysis};
-use crate::history::History;
+use crate::history::{History, Mirror};
 use crate::load::{Load, LoadSpec, Target};
 use crate::observe::{self, Sampler, Watched};
 use crate::procs::{Lab, Relay};
@@ -30,6 +30,8 @@ pub const RECOVERED_LAG: i64 = 2 * RATE as i64;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub relays: usize,
+    /// 2: a secondary region with the cluster link; the relays fail over between them.
+    pub regions: u8,
     /// Extra TOML appended to each relay's config.
     pub relay_extra: String,
 }
@@ -38,6 +40,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             relays: 1,
+            regions: 1,
             relay_extra: String::new(),
         }
     }
@@ -56,22 +59,21 @@ pub struct Scenario {
     aws: String,
     dlq_url: String,
     readers: std::sync::Arc<observe::Readers>,
-    _dir: tempfile::TempDir,
+    /// How the link maps the primary's records to the secondary; at a region kill, what it had
+    /// mirrored.
+    mirrors: Vec<Mirror>,
+    /// Fault → a relay on the other region (ms), set by region scenarios.
+    pub failover_ms: Option<u64>,
+    /// Scenario-specific figures for the report (e.g. the relay's link lag before a kill).
+    pub figures: BTreeMap<String, f64>,
+    dir: Option<tempfile::TempDir>,
 }
 
-fn relay_config(lab: &Lab, extra: &str) -> String {
-    format!(
+pub const CONTROL_TABLE: &str = "control";
+
+fn relay_config(lab: &Lab, regions: u8, extra: &str) -> String {
+    let common = format!(
         r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-group_id = "{GROUP}"
-topics = ["{TOPIC}"]
-commit_interval = "200ms"
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[schema_registry]
-url = "{registry}"
 [aws]
 region = "us-west-2"
 endpoint_url = "{aws}"
@@ -85,10 +87,96 @@ table = "{TABLE}"
 key = ["id"]
 {extra}
 "#,
-        bootstrap = lab.field(&["bootstrap_servers"]),
-        registry = lab.field(&["schema_registry_url"]),
         aws = lab.field(&["aws_endpoint_url"]),
+    );
+    // One region: the cluster in [kafka]; two: each region's cluster and registry.
+    let bootstrap = if regions < 2 {
+        format!(
+            "bootstrap_servers = \"{}\"",
+            lab.field(&["bootstrap_servers"])
+        )
+    } else {
+        String::new()
+    };
+    let kafka = format!(
+        r#"
+[kafka]
+{bootstrap}
+group_id = "{GROUP}"
+topics = ["{TOPIC}"]
+commit_interval = "200ms"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"#
+    );
+    if regions < 2 {
+        return format!(
+            "{kafka}[schema_registry]\nurl = \"{}\"\n{common}",
+            lab.field(&["schema_registry_url"])
+        );
+    }
+    format!(
+        r#"{kafka}
+[regions.primary]
+name = "us-west-2"
+bootstrap_servers = "{primary}"
+[regions.primary.schema_registry]
+url = "{preg}"
+[regions.secondary]
+name = "us-east-1"
+bootstrap_servers = "{secondary}"
+topic_prefix = "{prefix}"
+[regions.secondary.schema_registry]
+url = "{sreg}"
+[failover]
+probe_interval = "500ms"
+probe_timeout = "500ms"
+unhealthy_after = "2s"
+control_table = "{CONTROL_TABLE}"
+checkpoint_interval = "1s"
+admin_token_env = "{token_env}"
+[dynamodb]
+write_region = "us-west-2"
+{common}"#,
+        primary = lab.field(&["bootstrap_servers"]),
+        preg = lab.field(&["schema_registry_url"]),
+        secondary = lab.field(&["secondary", "bootstrap_servers"]),
+        prefix = lab.field(&["secondary", "mirror_prefix"]),
+        sreg = lab.field(&["secondary", "schema_registry_url"]),
+        token_env = crate::procs::ADMIN_TOKEN_ENV,
     )
+}
+
+/// The primary topic's mirror on the secondary.
+pub fn mirror_topic(lab: &Lab) -> String {
+    format!("{}{TOPIC}", lab.field(&["secondary", "mirror_prefix"]))
+}
+
+/// A failed scenario keeps its directory (the processes' full logs, their configs) and says where.
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(d) = self.dir.take()
+        {
+            let kept = d.keep();
+            eprintln!(
+                "[{}] logs and configs kept in {}",
+                self.name,
+                kept.display()
+            );
+        }
+    }
+}
+
+/// The link copies the primary topic to the mirror with the same offsets (`cluster-link`).
+fn link_identity(lab: &Lab) -> Mirror {
+    Mirror {
+        from: ("primary".into(), TOPIC.into()),
+        to: ("secondary".into(), mirror_topic(lab)),
+        mirrored: (0..PARTITIONS).map(|p| (p, i64::MAX)).collect(),
+        killed: false,
+    }
 }
 
 impl Scenario {
@@ -99,15 +187,19 @@ impl Scenario {
             .prefix(&format!("chaos-{name}-"))
             .tempdir()
             .unwrap();
+        let topics = format!("{TOPIC}:{PARTITIONS}");
+        let regions = opts.regions.to_string();
         let lab = Lab::start(
             dir.path(),
             &[
                 "--brokers",
                 "3",
                 "--topics",
-                &format!("{TOPIC}:{PARTITIONS}"),
+                &topics,
                 "--groups",
                 GROUP,
+                "--regions",
+                &regions,
             ],
         );
         let aws = lab.field(&["aws_endpoint_url"]);
@@ -115,6 +207,11 @@ impl Scenario {
         cdc_relay::lab::create_table(&ddb, TABLE, "pk")
             .await
             .unwrap_or_else(|e| panic!("creating {TABLE}: {e}"));
+        if opts.regions > 1 {
+            cdc_relay::lab::create_table(&ddb, CONTROL_TABLE, "group")
+                .await
+                .unwrap_or_else(|e| panic!("creating {CONTROL_TABLE}: {e}"));
+        }
         let sqs = observe::sqs(&aws).await;
         let dlq_url = sqs
             .create_queue()
@@ -125,7 +222,7 @@ impl Scenario {
             .queue_url()
             .unwrap_or_default()
             .to_string();
-        let config = relay_config(&lab, &opts.relay_extra);
+        let config = relay_config(&lab, opts.regions, &opts.relay_extra);
         let relays = (0..opts.relays)
             .map(|i| Relay::start(dir.path(), &format!("relay{i}"), &config))
             .collect();
@@ -134,6 +231,7 @@ impl Scenario {
             target: Target {
                 cluster: "primary".into(),
                 bootstrap: lab.field(&["bootstrap_servers"]),
+                topic: None,
             },
             registry_url: lab.field(&["schema_registry_url"]),
             table: TABLE.into(),
@@ -145,20 +243,33 @@ impl Scenario {
                 .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
         })
         .await;
-        let watched = Watched {
+        let mut watched = vec![Watched {
             cluster: "primary".into(),
             bootstrap: lab.field(&["bootstrap_servers"]),
             topic: TOPIC.into(),
             partitions: PARTITIONS,
-        };
+        }];
+        if opts.regions > 1 {
+            watched.push(Watched {
+                cluster: "secondary".into(),
+                bootstrap: lab.field(&["secondary", "bootstrap_servers"]),
+                topic: mirror_topic(&lab),
+                partitions: PARTITIONS,
+            });
+        }
         let sampler = Sampler::start(
             started,
             GROUP.into(),
-            vec![watched.clone()],
+            watched.clone(),
             ddb,
             TABLE.into(),
             Duration::from_millis(500),
         );
+        let mirrors = if opts.regions > 1 {
+            vec![link_identity(&lab)]
+        } else {
+            Vec::new()
+        };
         Scenario {
             name: name.to_string(),
             lab,
@@ -169,8 +280,11 @@ impl Scenario {
             faults: Vec::new(),
             aws,
             dlq_url,
-            readers: std::sync::Arc::new(observe::Readers::new(GROUP, &[watched])),
-            _dir: dir,
+            readers: std::sync::Arc::new(observe::Readers::new(GROUP, &watched)),
+            mirrors,
+            failover_ms: None,
+            figures: BTreeMap::new(),
+            dir: Some(dir),
         }
     }
 
@@ -227,6 +341,106 @@ impl Scenario {
         }
     }
 
+    /// The whole primary region dies (its brokers, then its registry). The load holds first, so
+    /// every record's fate is known (the source dies with its region); what the link had mirrored
+    /// is read once the secondary's mirror stops growing. Returns the relay's own link lag (summed
+    /// `cdc_relay_link_lag_messages` of the first relay) read just before the kill.
+    pub async fn kill_primary_region(&mut self) -> f64 {
+        if let Some(l) = &self.load {
+            l.hold().await;
+        }
+        let link_lag = crate::procs::metric_sum(
+            &self.relays[0].metrics().await,
+            "cdc_relay_link_lag_messages",
+            &[],
+        );
+        // How old the relay's measurement was (its probe skips a measurement that overran the
+        // probe timeout and keeps the last one).
+        let st = self.relays[0].status().await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if let Some(oldest) = st["region"]["link_lag"]
+            .as_array()
+            .and_then(|l| l.iter().filter_map(|x| x["measured_at_ms"].as_i64()).min())
+        {
+            self.figures
+                .insert("link_lag_age_ms".into(), (now_ms - oldest) as f64);
+        }
+        self.fault("primary region down (brokers, registry)");
+        self.lab.control("/regions/primary/down", None).await;
+        self.lab
+            .control("/regions/primary/registry/stop", None)
+            .await;
+        let mirrored = self.stable_mirror_ends().await;
+        self.mirrors = vec![Mirror {
+            from: ("primary".into(), TOPIC.into()),
+            to: ("secondary".into(), mirror_topic(&self.lab)),
+            mirrored,
+            killed: true,
+        }];
+        link_lag
+    }
+
+    /// The primary region is back (brokers, registry) with its data: its unmirrored tail is no
+    /// longer lost (the link copies it, the relay may read it there), and the load resumes there.
+    pub async fn primary_back(&mut self) {
+        self.lab.control("/regions/primary/up", None).await;
+        self.lab
+            .control("/regions/primary/registry/start", None)
+            .await;
+        self.mirrors = vec![link_identity(&self.lab)];
+        if let Some(l) = &self.load {
+            l.resume(None);
+        }
+    }
+
+    /// The mirror topic's end offsets once they held still for a second (the link's last writes
+    /// landed).
+    async fn stable_mirror_ends(&self) -> BTreeMap<i32, i64> {
+        let w = Watched {
+            cluster: "secondary".into(),
+            bootstrap: self.lab.field(&["secondary", "bootstrap_servers"]),
+            topic: mirror_topic(&self.lab),
+            partitions: PARTITIONS,
+        };
+        let r = std::sync::Arc::new(observe::Readers::new(GROUP, std::slice::from_ref(&w)));
+        let mut last: Option<BTreeMap<i32, i64>> = None;
+        loop {
+            let rr = r.clone();
+            let ends = tokio::task::spawn_blocking(move || rr.ends())
+                .await
+                .ok()
+                .and_then(|mut e| e.pop())
+                .and_then(|(_, e)| e);
+            if ends.is_some() && ends == last {
+                return ends.unwrap_or_default();
+            }
+            last = ends;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Waits until `relay` reports `region` active, and returns how long that took from `since`.
+    pub async fn wait_active(&mut self, relay: usize, region: &str, since: Instant) -> u64 {
+        let until = Instant::now() + Duration::from_secs(90);
+        loop {
+            let st = self.relays[relay].status().await;
+            if st["region"]["active"] == region {
+                return since.elapsed().as_millis() as u64;
+            }
+            assert!(
+                Instant::now() < until,
+                "[{}] {} not on {region} after 90 s: {}; logs: {}",
+                self.name,
+                self.relays[relay].name,
+                st["region"],
+                self.logs()
+            );
+            self.run_for(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The group's committed offsets now, read from outside.
     pub async fn commits(&self) -> crate::history::Commits {
         let r = self.readers.clone();
@@ -262,30 +476,43 @@ impl Scenario {
             None => Vec::new(),
         };
         let load_end = self.now_ms();
-        // Everything produced is committed (each good record written, each poison dead-lettered).
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        for p in &produced {
-            let e = ends.entry(p.pos.partition).or_default();
-            *e = (*e).max(p.pos.offset + 1);
-        }
-        let until = Instant::now() + Duration::from_secs(180);
+        // Everything produced is committed at one of its positions (each good record written,
+        // each poison dead-lettered), but the RPO: records a killed region never mirrored.
+        let pending = History {
+            produced,
+            mirrors: self.mirrors.clone(),
+            ..History::default()
+        };
+        // Bounded by the time without progress, not in all: a replay after a switch back is
+        // long on a loaded machine, not stuck.
+        let stall = Duration::from_secs(180);
+        let mut until = Instant::now() + stall;
+        let mut fewest = usize::MAX;
         loop {
             let c = self.commits().await;
-            let done = ends.iter().all(|(p, e)| {
-                c.get(&("primary".into(), TOPIC.into(), *p))
-                    .is_some_and(|c| c >= e)
-            });
-            if done {
+            let left: Vec<_> = pending
+                .produced
+                .iter()
+                .filter(|p| !checker::in_rpo(&pending, p) && !checker::committed(&pending, p, &c))
+                .collect();
+            if left.is_empty() {
                 break;
+            }
+            if left.len() < fewest {
+                fewest = left.len();
+                until = Instant::now() + stall;
             }
             assert!(
                 Instant::now() < until,
-                "[{}] the relays did not commit what was produced in 180 s: committed {c:?}, ends {ends:?}; logs: {}",
+                "[{}] the relays committed nothing more for 180 s: {} records left, first {}; committed {c:?}; logs: {}",
                 self.name,
+                left.len(),
+                left[0].pos,
                 self.logs()
             );
             self.run_for(Duration::from_millis(300)).await;
         }
+        let produced = pending.produced;
         let drained = self.now_ms();
         let recorded = match self.sampler.take() {
             Some(s) => s.stop().await,
@@ -306,7 +533,10 @@ impl Scenario {
         let dlq = observe::read_dlq(
             &sqs,
             &self.dlq_url,
-            &BTreeMap::from([("us-west-2".to_string(), "primary".to_string())]),
+            &BTreeMap::from([
+                ("us-west-2".to_string(), "primary".to_string()),
+                ("us-east-1".to_string(), "secondary".to_string()),
+            ]),
         )
         .await;
         let mut commit_readings = recorded.commit_readings;
@@ -316,7 +546,7 @@ impl Scenario {
             produced,
             samples: recorded.samples,
             commit_readings,
-            mirrors: Vec::new(),
+            mirrors: self.mirrors.clone(),
             final_items: BTreeMap::from([(TABLE.to_string(), items)]),
             dlq,
             event_ids: None,
@@ -333,6 +563,11 @@ impl Scenario {
             history.dlq.len() as u64,
             RECOVERED_LAG,
         );
+        let report = Report {
+            failover_ms: self.failover_ms,
+            figures: self.figures.clone(),
+            ..report
+        };
         report::write(&report);
         eprintln!(
             "[{}] {}",

@@ -206,9 +206,12 @@ impl Lab {
         }
     }
 
-    /// An SDK config for moto (dummy credentials, us-west-2).
+    /// An SDK config for moto (dummy credentials, us-west-2), for the clients that check what the
+    /// relay did (tests, the demo's verification): a 30 s attempt timeout, since a moto on a
+    /// loaded 2-core machine has taken over 10 s to answer one scan page. The relay's own clients
+    /// are built from its config, not here.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        crate::sinks::aws::sdk_config(&self.aws_config(), Duration::from_secs(10)).await
+        crate::sinks::aws::sdk_config(&self.aws_config(), Duration::from_secs(30)).await
     }
 }
 
