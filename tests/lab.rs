@@ -82,7 +82,18 @@ impl LabProcess {
 }
 
 impl Drop for LabProcess {
+    /// Ctrl-C first, so the lab stops the moto it started (a SIGKILLed lab leaves moto running),
+    /// then SIGKILL if it has not exited within 15 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
