@@ -109,9 +109,18 @@ scenario_test!(chaos_moto_frozen, async {
     s.finish().await;
 });
 
-// 6. SIGKILL of the relay mid-batch, then a restart on the same config.
+// 6. SIGKILL of the relay mid-batch, then a restart on the same config; domain events on (every
+// change has its event; duplicates from the replay are counted).
 scenario_test!(chaos_relay_sigkill, async {
-    let mut s = Scenario::start("relay_sigkill", Options::default()).await;
+    let mut s = Scenario::start(
+        "relay_sigkill",
+        Options {
+            events: true,
+            rate: scenario::EVENTS_RATE,
+            ..Options::default()
+        },
+    )
+    .await;
     warm(&mut s).await;
     s.fault("relay SIGKILL");
     s.relays[0].scrape().await;

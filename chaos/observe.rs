@@ -223,13 +223,62 @@ fn lag_of(commits: &Commits, ends: &[(Watched, Option<BTreeMap<i32, i64>>)]) -> 
     best.map(|(_, l)| l)
 }
 
-/// Every message on the DLQ queue (received, not deleted), as the checker reads it: the body's
-/// own JSON fields, not the relay's types. `regions` maps a region name to its cluster label.
-pub async fn read_dlq(
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    regions: &BTreeMap<String, String>,
-) -> Vec<DlqEntry> {
+/// An EventBridge bus whose rule forwards every cdc-relay event to a new SQS queue; returns the
+/// queue's URL.
+pub async fn bus_to_queue(endpoint: &str, bus: &str, queue: &str) -> String {
+    let sdk = sdk(endpoint).await;
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    let q = aws_sdk_sqs::Client::new(&sdk);
+    let url = q
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating {queue}: {e:?}"))
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let arn = q
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(arn_attr.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{queue}'s ARN: {e:?}"))
+        .attributes()
+        .and_then(|a| a.get(&arn_attr).cloned())
+        .unwrap_or_default();
+    eb.create_event_bus()
+        .name(bus)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating bus {bus}: {e:?}"));
+    eb.put_rule()
+        .name("all-cdc")
+        .event_bus_name(bus)
+        .event_pattern(r#"{"source": ["cdc-relay"]}"#)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("rule on {bus}: {e:?}"));
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("queue")
+        .arn(&arn)
+        .build()
+        .unwrap_or_else(|e| panic!("rule target: {e:?}"));
+    eb.put_targets()
+        .rule("all-cdc")
+        .event_bus_name(bus)
+        .targets(target)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("rule target on {bus}: {e:?}"));
+    url
+}
+
+/// Every message body on `queue_url` (received with a long visibility timeout, not deleted),
+/// until three receives in a row come back empty.
+async fn drain_bodies(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut idle = 0;
     while idle < 3 {
@@ -241,7 +290,7 @@ pub async fn read_dlq(
             .wait_time_seconds(0)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("reading the DLQ: {e:?}"));
+            .unwrap_or_else(|e| panic!("reading {queue_url}: {e:?}"));
         let msgs = resp.messages();
         if msgs.is_empty() {
             idle += 1;
@@ -249,10 +298,39 @@ pub async fn read_dlq(
         }
         idle = 0;
         for m in msgs {
-            let body: serde_json::Value =
-                serde_json::from_str(m.body().unwrap_or("null")).unwrap_or_default();
+            out.push(serde_json::from_str(m.body().unwrap_or("null")).unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// The event ids (`detail.event_id`) of every event the bus's rule delivered to `queue_url`.
+pub async fn read_event_ids(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    drain_bodies(sqs, queue_url)
+        .await
+        .iter()
+        .map(|b| {
+            b["detail"]["event_id"]
+                .as_str()
+                .unwrap_or("(no detail.event_id)")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every message on the DLQ queue (received, not deleted), as the checker reads it: the body's
+/// own JSON fields, not the relay's types. `regions` maps a region name to its cluster label.
+pub async fn read_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    regions: &BTreeMap<String, String>,
+) -> Vec<DlqEntry> {
+    drain_bodies(sqs, queue_url)
+        .await
+        .iter()
+        .map(|body| {
             let region = body["region"].as_str().unwrap_or_default();
-            out.push(DlqEntry {
+            DlqEntry {
                 pos: Pos {
                     cluster: regions.get(region).cloned().unwrap_or(region.to_string()),
                     topic: body["topic"].as_str().unwrap_or_default().to_string(),
@@ -263,8 +341,7 @@ pub async fn read_dlq(
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }

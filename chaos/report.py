@@ -34,7 +34,10 @@ def ms(v):
     return "–" if v is None else f"{v / 1000:.1f} s"
 
 
-cols = ["lost", "regressed", "inexact", "unexpected_dlq", "missing_dlq", "commits_back"]
+cols = [
+    "lost", "regressed", "inexact", "unexpected_dlq", "missing_dlq", "unseen_events", "commits_back",
+    "duplicate_events",
+]
 lines = [
     f"Last run: {date} on {machine}; {args.how}.",
     "",

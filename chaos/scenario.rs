@@ -21,10 +21,11 @@ pub const TABLE: &str = "customers";
 pub const PARTITIONS: i32 = 3;
 pub const GROUP: &str = "cdc-relay-chaos";
 pub const DLQ_QUEUE: &str = "cdc-relay-chaos-dlq";
-/// Records per second the load writes.
+/// Records per second the load writes (by default).
 pub const RATE: u32 = 200;
-/// Lag at or under which the relay counts as recovered.
-pub const RECOVERED_LAG: i64 = 2 * RATE as i64;
+/// With events on: moto's EventBridge delivers each event to SQS inside PutEvents, several times
+/// slower than a DynamoDB write; the rate leaves it room on a 2-core machine.
+pub const EVENTS_RATE: u32 = 20;
 
 /// What a scenario needs besides the defaults.
 #[derive(Debug, Clone)]
@@ -32,6 +33,11 @@ pub struct Options {
     pub relays: usize,
     /// 2: a secondary region with the cluster link; the relays fail over between them.
     pub regions: u8,
+    /// Domain events on: an EventBridge bus (required output) whose rule forwards to an SQS
+    /// queue, read at the end for the checker's `unseen_events`.
+    pub events: bool,
+    /// Records per second the load writes.
+    pub rate: u32,
     /// Extra TOML appended to each relay's config.
     pub relay_extra: String,
 }
@@ -41,6 +47,8 @@ impl Default for Options {
         Options {
             relays: 1,
             regions: 1,
+            events: false,
+            rate: RATE,
             relay_extra: String::new(),
         }
     }
@@ -66,6 +74,10 @@ pub struct Scenario {
     pub failover_ms: Option<u64>,
     /// Scenario-specific figures for the report (e.g. the relay's link lag before a kill).
     pub figures: BTreeMap<String, f64>,
+    /// The SQS queue the event bus's rule forwards to, with events on.
+    event_queue: Option<String>,
+    /// The load's rate; the relay counts as recovered at a lag of two seconds of it.
+    rate: u32,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -222,7 +234,14 @@ impl Scenario {
             .queue_url()
             .unwrap_or_default()
             .to_string();
-        let config = relay_config(&lab, opts.regions, &opts.relay_extra);
+        let mut extra = opts.relay_extra.clone();
+        let event_queue = if opts.events {
+            extra.push_str("\n[eventbridge]\nbus = \"chaos-events\"\nrequired = true\n");
+            Some(observe::bus_to_queue(&aws, "chaos-events", "chaos-events-q").await)
+        } else {
+            None
+        };
+        let config = relay_config(&lab, opts.regions, &extra);
         let relays = (0..opts.relays)
             .map(|i| Relay::start(dir.path(), &format!("relay{i}"), &config))
             .collect();
@@ -237,7 +256,7 @@ impl Scenario {
             table: TABLE.into(),
             topic: TOPIC.into(),
             keys: 300,
-            rate: RATE,
+            rate: opts.rate,
             seed: name
                 .bytes()
                 .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
@@ -284,6 +303,8 @@ impl Scenario {
             mirrors,
             failover_ms: None,
             figures: BTreeMap::new(),
+            event_queue,
+            rate: opts.rate,
             dir: Some(dir),
         }
     }
@@ -502,6 +523,22 @@ impl Scenario {
                 fewest = left.len();
                 until = Instant::now() + stall;
             }
+            if Instant::now() >= until {
+                // What the relays say about themselves, kept with their logs.
+                for r in &self.relays {
+                    let st = r.status().await;
+                    if let Some(d) = &self.dir {
+                        let _ = std::fs::write(
+                            d.path().join(format!("{}.status.json", r.name)),
+                            serde_json::to_vec_pretty(&st).unwrap_or_default(),
+                        );
+                        let _ = std::fs::write(
+                            d.path().join(format!("{}.metrics.txt", r.name)),
+                            r.metrics().await,
+                        );
+                    }
+                }
+            }
             assert!(
                 Instant::now() < until,
                 "[{}] the relays committed nothing more for 180 s: {} records left, first {}; committed {c:?}; logs: {}",
@@ -539,6 +576,10 @@ impl Scenario {
             ]),
         )
         .await;
+        let event_ids = match &self.event_queue {
+            Some(url) => Some(observe::read_event_ids(&sqs, url).await),
+            None => None,
+        };
         let mut commit_readings = recorded.commit_readings;
         let last = self.commits().await;
         commit_readings.push((drained, last));
@@ -549,7 +590,7 @@ impl Scenario {
             mirrors: self.mirrors.clone(),
             final_items: BTreeMap::from([(TABLE.to_string(), items)]),
             dlq,
-            event_ids: None,
+            event_ids,
         };
         let analysis = checker::check(&history);
         let report = report::build(
@@ -561,7 +602,7 @@ impl Scenario {
             load_end,
             drained,
             history.dlq.len() as u64,
-            RECOVERED_LAG,
+            2 * i64::from(self.rate),
         );
         let report = Report {
             failover_ms: self.failover_ms,
