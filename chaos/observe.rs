@@ -223,21 +223,25 @@ fn lag_of(commits: &Commits, ends: &[(Watched, Option<BTreeMap<i32, i64>>)]) -> 
     best.map(|(_, l)| l)
 }
 
+/// Creates the SQS queue `name` and returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating queue {name}: {e:?}"))
+        .queue_url()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// An EventBridge bus whose rule forwards every cdc-relay event to a new SQS queue; returns the
 /// queue's URL.
 pub async fn bus_to_queue(endpoint: &str, bus: &str, queue: &str) -> String {
     let sdk = sdk(endpoint).await;
     let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let q = aws_sdk_sqs::Client::new(&sdk);
-    let url = q
-        .create_queue()
-        .queue_name(queue)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("creating {queue}: {e:?}"))
-        .queue_url()
-        .unwrap_or_default()
-        .to_string();
+    let url = create_queue(&q, queue).await;
     let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
     let arn = q
         .get_queue_attributes()

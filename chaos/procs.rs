@@ -89,31 +89,27 @@ impl Lab {
 
     /// POSTs a control operation and returns the state it answered with; panics on a non-2xx.
     pub async fn control(&self, op: &str, body: Option<Value>) -> Value {
+        self.request(reqwest::Method::POST, op, body).await
+    }
+
+    /// DELETEs a control resource (e.g. pending injected errors) and returns the state.
+    pub async fn control_delete(&self, op: &str) -> Value {
+        self.request(reqwest::Method::DELETE, op, None).await
+    }
+
+    async fn request(&self, method: reqwest::Method, op: &str, body: Option<Value>) -> Value {
         let url = format!("{}{op}", self.field(&["control_url"]));
-        let mut req = reqwest::Client::new().post(&url);
+        let mut req = reqwest::Client::new().request(method.clone(), &url);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req
             .send()
             .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let code = resp.status();
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(code.is_success(), "POST {op}: {code} {answer}");
-        answer
-    }
-
-    pub async fn control_delete(&self, op: &str) -> Value {
-        let url = format!("{}{op}", self.field(&["control_url"]));
-        let resp = reqwest::Client::new()
-            .delete(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
-        let code = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(code.is_success(), "DELETE {op}: {code} {answer}");
+        assert!(code.is_success(), "{method} {op}: {code} {answer}");
         answer
     }
 

@@ -225,15 +225,7 @@ impl Scenario {
                 .unwrap_or_else(|e| panic!("creating {CONTROL_TABLE}: {e}"));
         }
         let sqs = observe::sqs(&aws).await;
-        let dlq_url = sqs
-            .create_queue()
-            .queue_name(DLQ_QUEUE)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("creating the DLQ: {e:?}"))
-            .queue_url()
-            .unwrap_or_default()
-            .to_string();
+        let dlq_url = observe::create_queue(&sqs, DLQ_QUEUE).await;
         let mut extra = opts.relay_extra.clone();
         let event_queue = if opts.events {
             extra.push_str("\n[eventbridge]\nbus = \"chaos-events\"\nrequired = true\n");
